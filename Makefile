@@ -1,0 +1,79 @@
+# Makefile - build, test, demo, install and benchmark ctxproxy.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /lib/systemd/system
+CC ?= gcc
+SANITIZE ?=
+
+PKGS := libmicrohttpd libcurl libconfig
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+BASE_CFLAGS := -std=gnu11 -O2 -g -D_GNU_SOURCE $(WARN) -pthread
+ifneq ($(SANITIZE),)
+BASE_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+SAN_LDFLAGS := -fsanitize=$(SANITIZE)
+endif
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS = $(BASE_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = -pthread $(SAN_LDFLAGS) $(LDFLAGS)
+
+B := build
+SRCS := $(wildcard src/*.c)
+OBJS := $(SRCS:src/%.c=$(B)/obj/%.o)
+LIB_OBJS := $(filter-out $(B)/obj/main.o,$(OBJS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+TEST_PROGS := $(B)/tests/backend
+
+.PHONY: all check unit integration demo install clean bench deps
+
+all: deps $(B)/ctxproxy
+
+deps:
+	@scripts/deps.sh build
+
+$(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
+	$(CC) $(ALL_CFLAGS) -MMD -c -o $@ $<
+
+$(B)/ctxproxy: $(OBJS)
+	$(CC) -o $@ $(OBJS) $(ALL_LDFLAGS) $(PKG_LIBS)
+
+$(B)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(PKG_LIBS) -lcmocka
+
+$(B)/tests/%: tests/%.c | $(B)/tests
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
+
+$(B)/obj $(B)/tests:
+	mkdir -p $@
+
+check:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(UNIT_BINS) $(TEST_PROGS)
+	@scripts/check.sh $(UNIT_BINS)
+
+unit: $(UNIT_BINS)
+	@scripts/check.sh --unit-only $(UNIT_BINS)
+
+demo:
+	@scripts/deps.sh demo
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(B)/tests/backend
+	@python3 tests/demo.py
+
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(B)/tests/backend
+	@bench/run.sh
+
+install: $(B)/ctxproxy
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/ctxproxy $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(B)/ctxproxy $(DESTDIR)$(SBINDIR)/ctxproxy
+	test -e $(DESTDIR)$(SYSCONFDIR)/ctxproxy/ctxproxy.conf || \
+		install -m 0644 conf/ctxproxy.conf $(DESTDIR)$(SYSCONFDIR)/ctxproxy/ctxproxy.conf
+	install -m 0644 systemd/ctxproxy.service $(DESTDIR)$(UNITDIR)/ctxproxy.service
+
+clean:
+	rm -rf $(B)
+
+-include $(OBJS:.o=.d)

@@ -1,0 +1,28 @@
+#!/bin/sh
+# deps.sh - install the Debian packages a target needs (as root), or say how.
+# usage: scripts/deps.sh build|test|demo|bench
+set -u
+pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev"
+case "${1:-build}" in
+build) ;;
+test) pkgs="$pkgs libcmocka-dev python3 curl" ;;
+demo) pkgs="$pkgs python3" ;;
+bench) pkgs="$pkgs python3 wrk nginx-light haproxy" ;;
+*) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;
+esac
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "missing packages:$missing" >&2
+	echo "run: sudo apt-get install -y$missing" >&2
+	exit 1
+fi
+echo "installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null || exit 1
+# shellcheck disable=SC2086
+apt-get install -y -qq $missing >/dev/null || exit 1

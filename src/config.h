@@ -1,0 +1,68 @@
+/* config.h - the daemon's configuration: libconfig file to validated struct. */
+#ifndef CTXPROXY_CONFIG_H
+#define CTXPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Per-route timeouts in milliseconds; `defaults` fills what a route omits. */
+struct config_timeouts {
+	int64_t connect_timeout_ms; /* > 0 */
+	int64_t timeout_ms;         /* > 0: the fetch's whole budget */
+	int64_t header_timeout_ms;  /* >= 0, 0 = only timeout_ms bounds it */
+	int64_t idle_timeout_ms;    /* >= 0, 0 = none */
+};
+
+/* A listen address: "127.0.0.1:8080", "[::1]:8080", "*:8080" or ":8080"
+ * (all IPv4 addresses).  Port 0 asks the kernel for a free port. */
+struct config_addr {
+	char host[64];   /* numeric IPv4/IPv6 without brackets; "" = any IPv4 */
+	int port;        /* 0..65535 */
+	bool ipv6;
+};
+
+struct config_route {
+	char *name;
+	char *prefix;           /* starts with "/" */
+	char *host;             /* lower-case, no port; NULL = any host */
+	char *upstream;         /* as written */
+	char *upstream_origin;  /* "http://host:port", no trailing slash */
+	char *upstream_base;    /* "" or "/base" (never a trailing slash) */
+	bool strip_prefix;      /* default false */
+	bool preserve_host;     /* default true */
+	struct config_timeouts t;
+	int line;               /* where the route starts in the file */
+};
+
+struct config {
+	char *path;                     /* the file it came from */
+	struct config_addr *listen;     /* at least one */
+	size_t nlisten;
+	char *admin;                    /* NULL when absent */
+	int workers;                    /* default: number of online CPUs */
+	int64_t max_connections;        /* default 10000 */
+	int64_t client_header_timeout_ms; /* default 10000 */
+	int64_t client_idle_timeout_ms;   /* default 60000 */
+	int64_t max_body_bytes;         /* default 100 MiB; 0 = no body allowed */
+	int64_t shutdown_grace_ms;      /* default 10000 */
+	char *access_log;               /* "-" (stderr), "off" or a path */
+	char *access_log_format;        /* "logfmt" or "json" */
+	char *deadline_header;          /* "" disables; default X-Request-Timeout-Ms */
+	struct config_timeouts defaults;
+	struct config_route *routes;
+	size_t nroutes;
+};
+
+/* Parse and validate the file at path.  Every problem found is written to
+ * err as "FILE:LINE: message\n" (LINE 0 when there is none); returns NULL
+ * if there was any, else a config the caller frees with config_free(). */
+struct config *config_load(const char *path, FILE *err);
+
+/* Same, from text in memory; `name` is used in messages as FILE. */
+struct config *config_load_string(const char *name, const char *text, FILE *err);
+
+/* config_free(NULL) is a no-op. */
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,961 @@
+/* front.c - the client side: libmicrohttpd daemons and the request path. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+
+#include "front.h"
+#include "headers.h"
+#include "log.h"
+
+#define FRONT_MAX_DAEMONS 16
+#define FRONT_BLOCK_SIZE (32 * 1024)
+#define FRONT_URL_MAX 8192
+#define FRONT_DEADLINE_MAX_MS (24LL * 3600 * 1000)
+#define REQ_BODY_BAD (-3)      /* a malformed Content-Length */
+
+enum req_phase { PH_UPLOADING, PH_AWAITING, PH_STREAMING, PH_DONE };
+
+static const char *const phase_names[] = {
+	"uploading", "awaiting_headers", "streaming", "done",
+};
+
+/* Per client connection: the raw request target of its current request
+ * (MHD unescapes its own copy and drops the query string). */
+struct fconn {
+	char *uri;
+	size_t cap;
+};
+
+struct front {
+	struct front_env env;
+	struct MHD_Daemon *d[FRONT_MAX_DAEMONS];
+	struct loop_io dio[FRONT_MAX_DAEMONS];
+	int nd;
+	bool need_run;
+	bool draining;
+	atomic_long inflight;
+	uint64_t rng[2];
+	struct req *reqs;                 /* every live request */
+};
+
+struct req {
+	struct front *fr;
+	struct req *prev, *next;          /* in fr->reqs */
+	struct MHD_Connection *conn;
+	int refs;
+	char *uri;                        /* raw target, owned */
+	const struct config_route *route;
+	ctx_t *ctx;                       /* the request context */
+	ctx_t *child;                     /* the upstream fetch's context */
+	ctx_watch_t ctx_watch;
+	struct fetch *fetch;
+	enum req_phase phase;
+	const char *cancel_phase;
+	int err_status;
+	const char *err_msg;
+	bool body_expected, suspended, responded, eof_sent;
+	struct loop_io hup;
+	int status;
+	uint64_t bytes_in, bytes_out;
+	int64_t t0;
+	char method[16];
+	char id[129];
+	char client[64];
+};
+
+static atomic_long front_nconn;
+
+long front_connections(void)
+{
+	return atomic_load_explicit(&front_nconn, memory_order_relaxed);
+}
+
+long front_inflight(const struct front *fr)
+{
+	return atomic_load_explicit(&fr->inflight, memory_order_relaxed);
+}
+
+/* ---- request objects ---- */
+
+static void req_unref(struct req *r)
+{
+	if (!r || --r->refs > 0)
+		return;
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		r->fr->reqs = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	ctx_unwatch(&r->ctx_watch);
+	fetch_free(r->fetch);
+	ctx_unref(r->child);
+	ctx_unref(r->ctx);
+	free(r->uri);
+	free(r);
+}
+
+/* xorshift128+: request ids need to be unique, not secret. */
+static uint64_t front_rand(struct front *fr)
+{
+	uint64_t s1 = fr->rng[0];
+	const uint64_t s0 = fr->rng[1];
+
+	fr->rng[0] = s0;
+	s1 ^= s1 << 23;
+	fr->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+	return fr->rng[1] + s0;
+}
+
+static bool req_id_sane(const char *v)
+{
+	size_t n = 0;
+
+	if (!v)
+		return false;
+	for (; v[n]; n++)
+		if (v[n] <= ' ' || v[n] > '~')
+			return false;
+	return n >= 1 && n <= 128;
+}
+
+static void req_set_id(struct req *r)
+{
+	const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+						    "X-Request-Id");
+
+	if (req_id_sane(v)) {
+		snprintf(r->id, sizeof(r->id), "%s", v);
+		return;
+	}
+	snprintf(r->id, sizeof(r->id), "%016" PRIx64 "%016" PRIx64,
+		 front_rand(r->fr), front_rand(r->fr));
+}
+
+static void req_set_client(struct req *r)
+{
+	const union MHD_ConnectionInfo *ci;
+	const struct sockaddr *sa;
+	char ip[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	sa = ci ? ci->client_addr : NULL;
+	if (sa && sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		port = ntohs(in->sin_port);
+		snprintf(r->client, sizeof(r->client), "%s:%d", ip, port);
+	} else if (sa && sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+		port = ntohs(in6->sin6_port);
+		snprintf(r->client, sizeof(r->client), "[%s]:%d", ip, port);
+	} else {
+		snprintf(r->client, sizeof(r->client), "-");
+	}
+}
+
+/* ---- suspend, resume and the hang-up watch ---- */
+
+static void req_on_hup(struct loop_io *io, uint32_t events);
+
+/* MHD stops watching a suspended socket, so we watch it for the client's
+ * FIN or RST, only while suspended (MHD cannot close it meanwhile). */
+static void req_suspend(struct req *r)
+{
+	if (r->suspended)
+		return;
+	MHD_suspend_connection(r->conn);
+	r->suspended = true;
+	if (r->hup.fd >= 0)
+		loop_add(r->fr->env.loop, &r->hup, EPOLLRDHUP);
+}
+
+static void req_resume(struct req *r)
+{
+	if (!r->suspended)
+		return;
+	if (r->hup.fd >= 0)
+		loop_del(r->fr->env.loop, &r->hup);
+	r->suspended = false;
+	MHD_resume_connection(r->conn);
+	/* 0.9.75 external mode: resuming wakes nothing; run MHD ourselves. */
+	r->fr->need_run = true;
+}
+
+static void req_on_hup(struct loop_io *io, uint32_t events)
+{
+	struct req *r = io->data;
+
+	if (!(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+		return;
+	ctx_cancel(r->ctx, CTX_CAUSE_CLIENT_DISCONNECT);
+	req_resume(r);
+}
+
+static void req_on_cancel(ctx_t *ctx, void *arg)
+{
+	struct req *r = arg;
+
+	(void)ctx;
+	r->cancel_phase = phase_names[r->phase];
+}
+
+/* ---- answers ---- */
+
+static enum MHD_Result req_reply(struct req *r, int status, const char *msg,
+				 bool close)
+{
+	struct MHD_Response *resp;
+	char body[128];
+	int n;
+	enum MHD_Result rc;
+
+	n = snprintf(body, sizeof(body), "%s\n", msg);
+	resp = MHD_create_response_from_buffer((size_t)n, body,
+					       MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", "text/plain");
+	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	if (close)
+		MHD_add_response_header(resp, "Connection", "close");
+	rc = MHD_queue_response(r->conn, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	r->responded = true;
+	r->status = status;
+	r->phase = PH_DONE;
+	return rc;
+}
+
+static ssize_t req_read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct req *r = cls;
+	ssize_t n;
+
+	(void)pos;
+	n = fetch_recv(r->fetch, buf, max);
+	if (n > 0) {
+		r->bytes_out += (uint64_t)n;
+		return n;
+	}
+	if (n == FETCH_RECV_END)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (n == FETCH_RECV_ABORTED || ctx_is_cancelled(r->ctx))
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	req_suspend(r);
+	return 0;
+}
+
+static void req_body_free(void *cls)
+{
+	req_unref(cls);
+}
+
+static bool status_is_bodyless(int status)
+{
+	return status < 200 || status == 204 || status == 304;
+}
+
+static enum MHD_Result req_reply_stream(struct req *r)
+{
+	struct MHD_Response *resp;
+	int status = fetch_status(r->fetch);
+	int64_t len = fetch_content_length(r->fetch);
+	const char *name, *value;
+	enum MHD_Result rc;
+	size_t i;
+
+	if (status_is_bodyless(status))
+		len = 0;
+	resp = MHD_create_response_from_callback(len >= 0 ? (uint64_t)len :
+						 MHD_SIZE_UNKNOWN,
+						 FRONT_BLOCK_SIZE, req_read_body,
+						 r, req_body_free);
+	if (!resp)
+		return MHD_NO;
+	r->refs++;
+	for (i = 0; i < fetch_header_count(r->fetch); i++) {
+		fetch_header(r->fetch, i, &name, &value);
+		MHD_add_response_header(resp, name, value);
+	}
+	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	rc = MHD_queue_response(r->conn, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	r->responded = true;
+	r->status = status;
+	r->phase = PH_STREAMING;
+	return rc;
+}
+
+/* The fetch ended before a response head: say why. */
+static enum MHD_Result req_reply_failure(struct req *r)
+{
+	ctx_cause_t cause = ctx_cause(r->child);
+
+	switch (cause) {
+	case CTX_CAUSE_CONNECT_TIMEOUT:
+		return req_reply(r, 504, "upstream connect timeout", false);
+	case CTX_CAUSE_HEADER_TIMEOUT:
+		return req_reply(r, 504, "upstream header timeout", false);
+	case CTX_CAUSE_DEADLINE_EXCEEDED:
+		return req_reply(r, 504, "upstream timeout", false);
+	case CTX_CAUSE_SHUTDOWN:
+		return req_reply(r, 503, "shutting down", true);
+	default:
+		return req_reply(r, 502, "upstream unavailable", false);
+	}
+}
+
+/* ---- the fetch's notifications: wake the suspended connection ---- */
+
+static void req_on_fetch(void *arg)
+{
+	req_resume(arg);
+}
+
+static const struct fetch_ops req_fetch_ops = {
+	.on_head = req_on_fetch,
+	.on_body = req_on_fetch,
+	.on_upload_space = req_on_fetch,
+	.on_done = req_on_fetch,
+};
+
+/* ---- starting the upstream fetch ---- */
+
+static bool header_skip_upstream(const char *name, const char *conn_tokens)
+{
+	static const char *const own[] = {
+		"host", "expect", "x-request-id", "x-forwarded-for",
+		"x-forwarded-proto", "x-forwarded-host", "via",
+	};
+	size_t i;
+
+	if (headers_hop_by_hop(name))
+		return true;
+	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (strcasecmp(name, own[i]) == 0)
+			return true;
+	return conn_tokens && headers_list_has(conn_tokens, name);
+}
+
+struct hdr_walk {
+	struct curl_slist *list;
+	const char *conn_tokens;
+	const char *deadline_header;
+	const char *xff;
+	bool accept_seen, failed;
+};
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
+				      const char *key, const char *value)
+{
+	struct hdr_walk *hw = cls;
+	struct curl_slist *l;
+	char line[FRONT_URL_MAX];
+
+	(void)kind;
+	if (!key || !value || header_skip_upstream(key, hw->conn_tokens))
+		return MHD_YES;
+	if (hw->deadline_header && strcasecmp(key, hw->deadline_header) == 0)
+		return MHD_YES;
+	if (strcasecmp(key, "x-forwarded-for") == 0)
+		return MHD_YES;
+	if (strcasecmp(key, "accept") == 0)
+		hw->accept_seen = true;
+	snprintf(line, sizeof(line), "%s: %s", key, value);
+	l = curl_slist_append(hw->list, line);
+	if (!l) {
+		hw->failed = true;
+		return MHD_NO;
+	}
+	hw->list = l;
+	return MHD_YES;
+}
+
+static struct curl_slist *slist_addf(struct curl_slist *l, bool *failed,
+				     const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static struct curl_slist *slist_addf(struct curl_slist *l, bool *failed,
+				     const char *fmt, ...)
+{
+	struct curl_slist *n;
+	char line[FRONT_URL_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	n = curl_slist_append(l, line);
+	if (!n) {
+		*failed = true;
+		return l;
+	}
+	return n;
+}
+
+/* The upstream request's header list: the client's end-to-end fields and
+ * the ones the proxy sets itself. */
+static struct curl_slist *req_upstream_headers(struct req *r)
+{
+	const struct config *cfg = r->fr->env.cfg;
+	struct hdr_walk hw = { 0 };
+	const char *host;
+	char ip[64];
+	size_t iplen;
+
+	hw.conn_tokens = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+						     "Connection");
+	hw.deadline_header = cfg->deadline_header;
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &hw);
+	host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+	hw.xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+					     "X-Forwarded-For");
+	/* The address alone: "[v6]:port" or "v4:port" without the port. */
+	if (r->client[0] == '[')
+		iplen = strcspn(r->client + 1, "]");
+	else
+		iplen = strcspn(r->client, ":");
+	snprintf(ip, sizeof(ip), "%.*s", (int)iplen,
+		 r->client + (r->client[0] == '['));
+	if (!hw.accept_seen)
+		hw.list = slist_addf(hw.list, &hw.failed, "Accept:");
+	hw.list = slist_addf(hw.list, &hw.failed, "Expect:");
+	if (host && r->route->preserve_host)
+		hw.list = slist_addf(hw.list, &hw.failed, "Host: %s", host);
+	hw.list = slist_addf(hw.list, &hw.failed, "X-Request-Id: %s", r->id);
+	if (hw.xff)
+		hw.list = slist_addf(hw.list, &hw.failed,
+				     "X-Forwarded-For: %s, %s", hw.xff, ip);
+	else
+		hw.list = slist_addf(hw.list, &hw.failed,
+				     "X-Forwarded-For: %s", ip);
+	hw.list = slist_addf(hw.list, &hw.failed, "X-Forwarded-Proto: http");
+	if (host)
+		hw.list = slist_addf(hw.list, &hw.failed,
+				     "X-Forwarded-Host: %s", host);
+	hw.list = slist_addf(hw.list, &hw.failed, "Via: 1.1 ctxproxy");
+	if (hw.failed) {
+		curl_slist_free_all(hw.list);
+		return NULL;
+	}
+	return hw.list;
+}
+
+/* A valid client deadline (1 ms .. one day) bounds the request context. */
+static ctx_t *req_new_ctx(struct req *r)
+{
+	const char *name = r->fr->env.cfg->deadline_header;
+	const char *v = NULL;
+	char *end;
+	long long ms;
+
+	if (name && *name)
+		v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+	if (v && *v >= '0' && *v <= '9') {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!errno && !*end && ms > 0 && ms <= FRONT_DEADLINE_MAX_MS)
+			return ctx_with_deadline(r->fr->env.root,
+						 r->t0 + ms * 1000000,
+						 CTX_CAUSE_DEADLINE_EXCEEDED);
+	}
+	return ctx_with_cancel(r->fr->env.root);
+}
+
+static int64_t req_body_len(struct req *r)
+{
+	const char *cl, *te;
+	char *end;
+	long long n;
+
+	te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+					 "Transfer-Encoding");
+	if (te)
+		return FETCH_BODY_CHUNKED;
+	cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+					 "Content-Length");
+	if (!cl)
+		return -1;
+	errno = 0;
+	n = strtoll(cl, &end, 10);
+	if (errno || *end || n < 0)
+		return REQ_BODY_BAD;
+	return n;
+}
+
+static int req_start_fetch(struct req *r, int64_t body_len)
+{
+	struct fetch_request rq = { 0 };
+	char url[FRONT_URL_MAX];
+	const char *q = strchr(r->uri, '?');
+	char *path;
+	int n;
+
+	path = strndup(r->uri, q ? (size_t)(q - r->uri) : strlen(r->uri));
+	if (!path)
+		return -ENOMEM;
+	n = route_upstream_url(r->route, path, q ? q + 1 : NULL, url,
+			       sizeof(url));
+	free(path);
+	if (n < 0)
+		return n;
+	r->ctx = req_new_ctx(r);
+	if (!r->ctx)
+		return -ENOMEM;
+	r->child = ctx_with_timeout(r->ctx, r->route->t.timeout_ms * 1000000);
+	if (!r->child)
+		return -ENOMEM;
+	/* The child is cancelled whenever the request is, and on its own. */
+	ctx_watch(r->child, &r->ctx_watch, req_on_cancel, r);
+	rq.method = r->method;
+	rq.url = url;
+	rq.headers = req_upstream_headers(r);
+	if (!rq.headers)
+		return -ENOMEM;
+	rq.body_len = body_len;
+	rq.timeouts = &r->route->t;
+	rq.deadline_header = r->fr->env.cfg->deadline_header;
+	r->fetch = fetch_start(r->fr->env.up, r->child, &rq, &req_fetch_ops, r);
+	return r->fetch ? 0 : -ENOMEM;
+}
+
+/* ---- the access handler, in its three stages ---- */
+
+static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
+				   const char *method);
+
+static void req_decide_error(struct req *r, int64_t body_len)
+{
+	const struct config *cfg = r->fr->env.cfg;
+	const char *host, *q;
+	char *path;
+
+	if (r->fr->draining) {
+		r->err_status = 503;
+		r->err_msg = "shutting down";
+		return;
+	}
+	if (front_connections() > cfg->max_connections) {
+		r->err_status = 503;
+		r->err_msg = "too many connections";
+		return;
+	}
+	if (body_len == REQ_BODY_BAD) {
+		r->err_status = 400;
+		r->err_msg = "bad content-length";
+		return;
+	}
+	if (body_len > cfg->max_body_bytes) {
+		r->err_status = 413;
+		r->err_msg = "request body too large";
+		return;
+	}
+	host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+	q = strchr(r->uri, '?');
+	path = strndup(r->uri, q ? (size_t)(q - r->uri) : strlen(r->uri));
+	r->route = path ? route_match(r->fr->env.routes, host, path) : NULL;
+	free(path);
+	if (!r->route) {
+		r->err_status = 404;
+		r->err_msg = "no route";
+	}
+}
+
+static bool err_closes(int status)
+{
+	return status == 400 || status == 503 || status == 413;
+}
+
+static enum MHD_Result req_begin(struct req *r)
+{
+	int64_t body_len = req_body_len(r);
+
+	req_decide_error(r, body_len);
+	r->body_expected = body_len > 0 || body_len == FETCH_BODY_CHUNKED;
+	if (r->err_status) {
+		/* With a body unread, answer now: MHD then closes. */
+		if (r->body_expected || body_len == REQ_BODY_BAD)
+			return req_reply(r, r->err_status, r->err_msg, true);
+		return MHD_YES;
+	}
+	if (req_start_fetch(r, body_len == REQ_BODY_BAD ? -1 : body_len) < 0) {
+		r->err_status = 502;
+		r->err_msg = "cannot start upstream request";
+		if (r->body_expected)
+			return req_reply(r, 502, r->err_msg, true);
+		return MHD_YES;
+	}
+	r->phase = r->body_expected ? PH_UPLOADING : PH_AWAITING;
+	return MHD_YES;
+}
+
+static enum MHD_Result req_upload(struct req *r, const char *data,
+				  size_t *size)
+{
+	ssize_t n;
+
+	if (r->responded || !r->fetch || ctx_is_cancelled(r->ctx)) {
+		if (ctx_cause(r->ctx) == CTX_CAUSE_CLIENT_DISCONNECT)
+			return MHD_NO;
+		r->bytes_in += *size;
+		*size = 0;                /* discard: the answer is known */
+		return MHD_YES;
+	}
+	if (r->bytes_in + *size > (uint64_t)r->fr->env.cfg->max_body_bytes) {
+		r->status = 413;          /* chunked body grew too big */
+		ctx_cancel(r->ctx, CTX_CAUSE_COMPLETED);
+		return MHD_NO;
+	}
+	n = fetch_send(r->fetch, data, *size);
+	if (n < 0) {
+		r->bytes_in += *size;
+		*size = 0;
+		return MHD_YES;
+	}
+	r->bytes_in += (uint64_t)n;
+	*size -= (size_t)n;
+	if (*size)
+		req_suspend(r);
+	return MHD_YES;
+}
+
+static enum MHD_Result req_complete(struct req *r)
+{
+	if (r->responded)
+		return MHD_YES;
+	if (r->err_status)
+		return req_reply(r, r->err_status, r->err_msg,
+				 err_closes(r->err_status));
+	if (ctx_cause(r->ctx) == CTX_CAUSE_CLIENT_DISCONNECT)
+		return MHD_NO;
+	if (!r->eof_sent) {
+		r->eof_sent = true;
+		fetch_send_eof(r->fetch);
+		r->phase = PH_AWAITING;
+	}
+	if (fetch_has_head(r->fetch))
+		return req_reply_stream(r);
+	if (fetch_ended(r->fetch) || ctx_is_cancelled(r->child))
+		return req_reply_failure(r);
+	req_suspend(r);
+	return MHD_YES;
+}
+
+static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
+					const char *url, const char *method,
+					const char *version,
+					const char *upload_data,
+					size_t *upload_data_size, void **con_cls)
+{
+	struct front *fr = cls;
+	struct req *r = *con_cls;
+
+	(void)url;
+	(void)version;
+	if (!r) {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		r->fr = fr;
+		r->conn = c;
+		r->refs = 1;
+		r->t0 = ctx_now_ns();
+		r->hup.fd = -1;
+		r->next = fr->reqs;
+		if (fr->reqs)
+			fr->reqs->prev = r;
+		fr->reqs = r;
+		atomic_fetch_add_explicit(&fr->inflight, 1, memory_order_relaxed);
+		return front_begin(r, c, method);
+	}
+	if (*upload_data_size)
+		return req_upload(r, upload_data, upload_data_size);
+	return req_complete(r);
+}
+
+/* ---- connection and request bookkeeping ---- */
+
+static struct fconn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+static int conn_fd(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	return ci ? ci->connect_fd : -1;
+}
+
+static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
+				   const char *method)
+{
+	struct fconn *fc = conn_of(c);
+
+	snprintf(r->method, sizeof(r->method), "%s", method);
+	r->uri = strdup(fc && fc->uri ? fc->uri : "/");
+	if (!r->uri)
+		return MHD_NO;
+	req_set_client(r);
+	req_set_id(r);
+	r->hup.fd = conn_fd(c);
+	r->hup.fn = req_on_hup;
+	r->hup.data = r;
+	return req_begin(r);
+}
+
+static void *front_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct fconn *fc = conn_of(c);
+	size_t n = strlen(uri) + 1;
+	char *p;
+
+	(void)cls;
+	if (!fc)
+		return NULL;
+	if (n > fc->cap) {
+		p = realloc(fc->uri, n);
+		if (!p)
+			return NULL;
+		fc->uri = p;
+		fc->cap = n;
+	}
+	memcpy(fc->uri, uri, n);
+	return NULL;                      /* the request is made later */
+}
+
+static void front_on_connection(void *cls, struct MHD_Connection *c,
+				void **socket_context,
+				enum MHD_ConnectionNotificationCode toe)
+{
+	struct fconn *fc = *socket_context;
+
+	(void)cls;
+	(void)c;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		*socket_context = calloc(1, sizeof(struct fconn));
+		atomic_fetch_add_explicit(&front_nconn, 1, memory_order_relaxed);
+		return;
+	}
+	if (fc) {
+		free(fc->uri);
+		free(fc);
+	}
+	*socket_context = NULL;
+	atomic_fetch_sub_explicit(&front_nconn, 1, memory_order_relaxed);
+}
+
+static void req_log(struct req *r)
+{
+	struct log_access a = { 0 };
+	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
+	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
+
+	/* The most telling cause: the fetch's own when it failed first. */
+	if (child != CTX_CAUSE_NONE && child != cause &&
+	    cause == CTX_CAUSE_COMPLETED)
+		cause = child;
+	a.id = r->id;
+	a.client = r->client;
+	a.method = r->method;
+	a.path = r->uri;
+	a.route = r->route ? r->route->name : NULL;
+	a.status = cause == CTX_CAUSE_CLIENT_DISCONNECT ? 499 : r->status;
+	a.upstream_status = r->fetch ? fetch_status(r->fetch) : 0;
+	a.bytes_in = r->bytes_in;
+	a.bytes_out = r->bytes_out;
+	a.duration_ns = ctx_now_ns() - r->t0;
+	a.cause = ctx_cause_name(cause);
+	a.phase = r->cancel_phase && cause != CTX_CAUSE_COMPLETED ?
+		r->cancel_phase : phase_names[PH_DONE];
+	if (cause != CTX_CAUSE_COMPLETED) {
+		a.cancel_ns = r->child && ctx_is_cancelled(r->child) ?
+			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
+		a.upstream_close_ns = r->fetch ? fetch_closed_at(r->fetch) : 0;
+	}
+	log_access(&a);
+}
+
+static void front_on_completed(void *cls, struct MHD_Connection *c,
+			       void **con_cls,
+			       enum MHD_RequestTerminationCode toe)
+{
+	struct front *fr = cls;
+	struct req *r = *con_cls;
+
+	(void)c;
+	if (!r)
+		return;
+	*con_cls = NULL;
+	if (r->suspended)
+		req_resume(r);            /* cannot happen: MHD holds no suspended */
+	if (r->ctx && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		ctx_cancel(r->ctx, r->phase == PH_DONE ? CTX_CAUSE_COMPLETED :
+			   CTX_CAUSE_CLIENT_DISCONNECT);
+	else if (r->ctx)
+		ctx_cancel(r->ctx, CTX_CAUSE_COMPLETED);
+	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->phase == PH_STREAMING)
+		r->phase = PH_DONE;
+	req_log(r);
+	atomic_fetch_sub_explicit(&fr->inflight, 1, memory_order_relaxed);
+	req_unref(r);
+}
+
+static enum MHD_Result front_accept(void *cls, const struct sockaddr *addr,
+				    socklen_t addrlen)
+{
+	struct front *fr = cls;
+
+	(void)addr;
+	(void)addrlen;
+	return fr->draining ? MHD_NO : MHD_YES;
+}
+
+static void front_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_msg(LOG_DEBUG, msg, "src=mhd");
+}
+
+/* ---- daemons ---- */
+
+static void front_on_daemon_io(struct loop_io *io, uint32_t events)
+{
+	struct front *fr = io->data;
+
+	(void)events;
+	fr->need_run = true;
+}
+
+static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd)
+{
+	const struct config *cfg = fr->env.cfg;
+	unsigned int timeout_s = (unsigned int)
+		((cfg->client_idle_timeout_ms + 999) / 1000);
+
+	return MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+				MHD_USE_ERROR_LOG,
+				0, front_accept, fr, front_on_request, fr,
+				MHD_OPTION_EXTERNAL_LOGGER, front_mhd_log, fr,
+				MHD_OPTION_LISTEN_SOCKET, fd,
+				MHD_OPTION_CONNECTION_LIMIT,
+				(unsigned int)(cfg->max_connections + 64),
+				MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+				MHD_OPTION_NOTIFY_COMPLETED, front_on_completed, fr,
+				MHD_OPTION_NOTIFY_CONNECTION, front_on_connection, fr,
+				MHD_OPTION_URI_LOG_CALLBACK, front_on_uri, fr,
+				MHD_OPTION_END);
+}
+
+struct front *front_new(const struct front_env *env)
+{
+	struct front *fr = calloc(1, sizeof(*fr));
+	const union MHD_DaemonInfo *di;
+	size_t i;
+
+	if (!fr)
+		return NULL;
+	fr->env = *env;
+	if (getrandom(fr->rng, sizeof(fr->rng), 0) != sizeof(fr->rng))
+		fr->rng[0] = (uint64_t)ctx_now_ns() | 1;
+	for (i = 0; i < env->cfg->nlisten && i < FRONT_MAX_DAEMONS; i++) {
+		fr->d[fr->nd] = front_start_daemon(fr, env->listen_fds[i]);
+		if (!fr->d[fr->nd])
+			goto fail;
+		di = MHD_get_daemon_info(fr->d[fr->nd],
+					 MHD_DAEMON_INFO_EPOLL_FD);
+		fr->dio[fr->nd].fd = di->epoll_fd;
+		fr->dio[fr->nd].fn = front_on_daemon_io;
+		fr->dio[fr->nd].data = fr;
+		fr->nd++;
+		if (loop_add(env->loop, &fr->dio[fr->nd - 1], EPOLLIN) < 0)
+			goto fail;
+	}
+	return fr;
+fail:
+	log_msg(LOG_ERROR, "cannot start the HTTP daemon", "worker=%d",
+		env->worker_id);
+	front_free(fr);
+	return NULL;
+}
+
+void front_free(struct front *fr)
+{
+	struct req *r;
+	int i;
+
+	if (!fr)
+		return;
+	/* MHD_stop_daemon aborts the process while a connection is suspended. */
+	for (r = fr->reqs; r; r = r->next) {
+		if (r->ctx)
+			ctx_cancel(r->ctx, CTX_CAUSE_SHUTDOWN);
+		req_resume(r);
+	}
+	front_run(fr);
+	for (i = 0; i < fr->nd; i++) {
+		loop_del(fr->env.loop, &fr->dio[i]);
+		MHD_stop_daemon(fr->d[i]);
+	}
+	free(fr);
+}
+
+int64_t front_next_timeout(struct front *fr)
+{
+	MHD_UNSIGNED_LONG_LONG ms;
+	int64_t best = CTX_NO_DEADLINE, at;
+	int i;
+
+	if (fr->need_run)
+		return ctx_now_ns();
+	for (i = 0; i < fr->nd; i++) {
+		if (MHD_get_timeout(fr->d[i], &ms) != MHD_YES)
+			continue;
+		at = ctx_now_ns() + (int64_t)ms * 1000000;
+		if (at < best)
+			best = at;
+	}
+	return best;
+}
+
+void front_run(struct front *fr)
+{
+	int i;
+
+	fr->need_run = false;
+	for (i = 0; i < fr->nd; i++)
+		MHD_run(fr->d[i]);
+}
+
+void front_drain(struct front *fr)
+{
+	fr->draining = true;
+}

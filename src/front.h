@@ -1,0 +1,56 @@
+/* front.h - the client side: libmicrohttpd daemons and the request path. */
+#ifndef CTXPROXY_FRONT_H
+#define CTXPROXY_FRONT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "context.h"
+#include "loop.h"
+#include "route.h"
+#include "upstream.h"
+
+struct front;
+
+/* What a front needs from its worker; all of it outlives the front. */
+struct front_env {
+	struct loop *loop;
+	struct upstream *up;
+	ctx_t *root;                     /* the worker's background context */
+	const struct config *cfg;
+	const struct route_table *routes;
+	const int *listen_fds;           /* one per cfg->listen entry */
+	int worker_id;
+};
+
+/*
+ * Threading: a front and its requests live on their worker's thread; only
+ * front_inflight() and front_connections() may be read from elsewhere.
+ */
+
+/* Start one MHD daemon per listening socket, in external epoll mode, with
+ * its epoll fd added to env->loop.  NULL on failure (logged). */
+struct front *front_new(const struct front_env *env);
+
+/* Stop the daemons (resuming what is suspended first) and free what is
+ * left.  front_free(NULL) is a no-op. */
+void front_free(struct front *fr);
+
+/* Monotonic ns by which front_run() must be called, or CTX_NO_DEADLINE;
+ * "now" when it has work already. */
+int64_t front_next_timeout(struct front *fr);
+
+/* Let MHD do its work (read, parse, call handlers, write). */
+void front_run(struct front *fr);
+
+/* Stop accepting; new requests on open connections get 503 and close. */
+void front_drain(struct front *fr);
+
+/* Requests in flight on this front (any thread, approximate). */
+long front_inflight(const struct front *fr);
+
+/* Client connections open on all fronts (any thread). */
+long front_connections(void);
+
+#endif

@@ -1,0 +1,153 @@
+/* loop.c - a thin epoll event loop: fd handlers and a cross-thread wake-up. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "loop.h"
+
+#define LOOP_MAX_EVENTS 256
+
+struct loop {
+	int epfd;
+	/* Handlers removed while a batch is dispatched: their pending events
+	 * in the batch are stale (the memory may be reused), so they are
+	 * skipped.  Every fd is level-triggered, so a skipped live event
+	 * fires again on the next wait. */
+	struct loop_io *dead[LOOP_MAX_EVENTS];
+	int ndead;
+	int in_batch;
+	int overflow;
+	struct loop_io wake_io;
+	void (*wake_fn)(void *arg);
+	void *wake_arg;
+};
+
+static void loop_on_wake(struct loop_io *io, uint32_t events)
+{
+	struct loop *loop = io->data;
+	uint64_t v;
+
+	(void)events;
+	/* Drain before calling, so a wake sent during the call is not lost. */
+	if (read(io->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return;
+	if (loop->wake_fn)
+		loop->wake_fn(loop->wake_arg);
+}
+
+struct loop *loop_new(void)
+{
+	struct loop *loop = calloc(1, sizeof(*loop));
+
+	if (!loop)
+		return NULL;
+	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (loop->epfd < 0)
+		goto free_loop;
+	loop->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (loop->wake_io.fd < 0)
+		goto close_epoll;
+	loop->wake_io.fn = loop_on_wake;
+	loop->wake_io.data = loop;
+	if (loop_add(loop, &loop->wake_io, EPOLLIN) < 0)
+		goto close_eventfd;
+	return loop;
+
+close_eventfd:
+	close(loop->wake_io.fd);
+close_epoll:
+	close(loop->epfd);
+free_loop:
+	free(loop);
+	return NULL;
+}
+
+void loop_free(struct loop *loop)
+{
+	if (!loop)
+		return;
+	close(loop->wake_io.fd);
+	close(loop->epfd);
+	free(loop);
+}
+
+static int loop_ctl(struct loop *loop, int op, struct loop_io *io,
+		    uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = io };
+
+	if (epoll_ctl(loop->epfd, op, io->fd, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+int loop_add(struct loop *loop, struct loop_io *io, uint32_t events)
+{
+	return loop_ctl(loop, EPOLL_CTL_ADD, io, events);
+}
+
+int loop_mod(struct loop *loop, struct loop_io *io, uint32_t events)
+{
+	return loop_ctl(loop, EPOLL_CTL_MOD, io, events);
+}
+
+int loop_del(struct loop *loop, struct loop_io *io)
+{
+	if (loop->in_batch) {
+		if (loop->ndead < LOOP_MAX_EVENTS)
+			loop->dead[loop->ndead++] = io;
+		else
+			loop->overflow = 1;
+	}
+	return loop_ctl(loop, EPOLL_CTL_DEL, io, 0);
+}
+
+static int loop_is_dead(const struct loop *loop, const struct loop_io *io)
+{
+	int i;
+
+	for (i = 0; i < loop->ndead; i++)
+		if (loop->dead[i] == io)
+			return 1;
+	return 0;
+}
+
+int loop_run_once(struct loop *loop, int timeout_ms)
+{
+	struct epoll_event evs[LOOP_MAX_EVENTS];
+	struct loop_io *io;
+	int i, n;
+
+	n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, timeout_ms);
+	if (n < 0)
+		return -errno;
+	loop->in_batch = 1;
+	loop->ndead = 0;
+	loop->overflow = 0;
+	for (i = 0; i < n && !loop->overflow; i++) {
+		io = evs[i].data.ptr;
+		if (loop->ndead && loop_is_dead(loop, io))
+			continue;
+		io->fn(io, evs[i].events);
+	}
+	loop->in_batch = 0;
+	loop->ndead = 0;
+	return n;
+}
+
+void loop_wake(struct loop *loop)
+{
+	uint64_t one = 1;
+	ssize_t r;
+
+	r = write(loop->wake_io.fd, &one, sizeof(one));
+	(void)r; /* a full counter already means "woken" */
+}
+
+void loop_set_wake(struct loop *loop, void (*fn)(void *arg), void *arg)
+{
+	loop->wake_fn = fn;
+	loop->wake_arg = arg;
+}

@@ -1,0 +1,911 @@
+/* upstream.c - upstream fetches over libcurl multi, driven by a worker loop. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+
+#include <curl/curl.h>
+
+#include "headers.h"
+#include "log.h"
+#include "upstream.h"
+
+#define FETCH_BUF_SIZE (64 * 1024)     /* each direction, allocated lazily */
+#define FETCH_HEAD_MAX (64 * 1024)     /* response head bytes we keep */
+#define FETCH_MAX_HEADERS 100
+#define UPSTREAM_EASY_POOL 64          /* idle easy handles kept for reuse */
+
+enum {
+	PEND_HEAD = 1,
+	PEND_BODY = 2,
+	PEND_UPLOAD = 4,
+	PEND_DONE = 8,
+};
+
+/* One direction's bounded byte buffer: bytes live in [off, off + len). */
+struct fbuf {
+	char *data;
+	size_t off, len;
+};
+
+struct fetch {
+	struct upstream *up;
+	CURL *easy;
+	ctx_t *ctx;
+	ctx_watch_t cancel_watch;
+	ctx_t *phase;                    /* connect/header/idle watcher */
+	ctx_watch_t phase_watch;
+	int64_t idle_ns;
+	int64_t last_read_ns;
+	const struct fetch_ops *ops;
+	void *arg;
+	struct curl_slist *headers;
+	char *deadline_header;
+	int64_t req_body_len;
+	const struct config_timeouts *t;
+
+	struct fbuf upbuf, downbuf;
+	bool up_eof, send_paused, recv_paused, upload_blocked;
+
+	int status;                      /* of the current response head */
+	bool head_done;
+	int64_t content_length;
+	char *hdr;                       /* "name\0value\0" pairs */
+	size_t hdr_len, hdr_cap, nhdr;
+	char *conn_tokens;               /* the Connection value, if any */
+
+	bool running, ended, ok, in_pending, remove_pending, sent_eof;
+	int64_t closed_at;
+	unsigned pending;
+	struct fetch *pend_next;
+};
+
+struct csock {
+	struct loop_io io;
+	struct upstream *up;
+};
+
+struct upstream {
+	struct loop *loop;
+	CURLM *multi;
+	int64_t timer_at;
+	int in_curl;                     /* >0 while inside libcurl */
+	struct fetch *pend_head, *pend_tail;
+	CURL *pool[UPSTREAM_EASY_POOL];
+	int npool;
+};
+
+static void fetch_notify(struct fetch *f, unsigned what)
+{
+	struct upstream *up = f->up;
+
+	f->pending |= what;
+	if (f->in_pending)
+		return;
+	f->in_pending = true;
+	f->pend_next = NULL;
+	if (up->pend_tail)
+		up->pend_tail->pend_next = f;
+	else
+		up->pend_head = f;
+	up->pend_tail = f;
+}
+
+static void fetch_unpend(struct fetch *f)
+{
+	struct upstream *up = f->up;
+	struct fetch *prev = NULL, *p;
+
+	if (!f->in_pending)
+		return;
+	for (p = up->pend_head; p && p != f; p = p->pend_next)
+		prev = p;
+	if (prev)
+		prev->pend_next = f->pend_next;
+	else
+		up->pend_head = f->pend_next;
+	if (up->pend_tail == f)
+		up->pend_tail = prev;
+	f->in_pending = false;
+	f->pending = 0;
+}
+
+/* A fetch stopped from inside libcurl is removed here, once outside. */
+static void fetch_remove_now(struct fetch *f)
+{
+	if (!f->remove_pending)
+		return;
+	f->remove_pending = false;
+	curl_multi_remove_handle(f->up->multi, f->easy);
+	if (!f->closed_at)
+		f->closed_at = ctx_now_ns();
+}
+
+int upstream_dispatch(struct upstream *up)
+{
+	struct fetch *f;
+	unsigned what;
+	int n = 0;
+
+	while (up->pend_head) {
+		f = up->pend_head;
+		up->pend_head = f->pend_next;
+		if (!up->pend_head)
+			up->pend_tail = NULL;
+		f->in_pending = false;
+		what = f->pending;
+		f->pending = 0;
+		n++;
+		fetch_remove_now(f);
+		/* Each call may free f (and so unlink others): stop using f
+		 * after the first call that could have. */
+		if ((what & PEND_HEAD) && f->ops->on_head) {
+			f->ops->on_head(f->arg);
+			what &= ~(unsigned)PEND_HEAD;
+			if (what)
+				fetch_notify(f, what);
+			continue;
+		}
+		if ((what & PEND_UPLOAD) && f->ops->on_upload_space) {
+			what &= ~(unsigned)PEND_UPLOAD;
+			if (what)
+				fetch_notify(f, what);
+			f->ops->on_upload_space(f->arg);
+			continue;
+		}
+		if ((what & PEND_BODY) && f->ops->on_body) {
+			what &= ~(unsigned)PEND_BODY;
+			if (what)
+				fetch_notify(f, what);
+			f->ops->on_body(f->arg);
+			continue;
+		}
+		if ((what & PEND_DONE) && f->ops->on_done)
+			f->ops->on_done(f->arg);
+	}
+	return n;
+}
+
+/* ---- curl glue: sockets and timer ---- */
+
+static void upstream_check_done(struct upstream *up);
+
+static void csock_on_io(struct loop_io *io, uint32_t events)
+{
+	struct csock *cs = (struct csock *)io;
+	struct upstream *up = cs->up;
+	int mask = 0, running;
+
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+		mask |= CURL_CSELECT_IN;
+	if (events & EPOLLOUT)
+		mask |= CURL_CSELECT_OUT;
+	if (events & EPOLLERR)
+		mask |= CURL_CSELECT_ERR;
+	up->in_curl++;
+	curl_multi_socket_action(up->multi, io->fd, mask, &running);
+	up->in_curl--;
+	upstream_check_done(up);
+}
+
+static int upstream_on_socket(CURL *easy, curl_socket_t s, int what,
+			      void *userp, void *socketp)
+{
+	struct upstream *up = userp;
+	struct csock *cs = socketp;
+	uint32_t ev = 0;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (cs) {
+			loop_del(up->loop, &cs->io);
+			curl_multi_assign(up->multi, s, NULL);
+			free(cs);
+		}
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		ev |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev |= EPOLLOUT;
+	if (cs)
+		return loop_mod(up->loop, &cs->io, ev) < 0 ? -1 : 0;
+	cs = calloc(1, sizeof(*cs));
+	if (!cs)
+		return -1;
+	cs->io.fd = s;
+	cs->io.fn = csock_on_io;
+	cs->up = up;
+	if (loop_add(up->loop, &cs->io, ev) < 0) {
+		free(cs);
+		return -1;
+	}
+	curl_multi_assign(up->multi, s, cs);
+	return 0;
+}
+
+static int upstream_on_timer_set(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct upstream *up = userp;
+
+	(void)multi;
+	if (timeout_ms < 0)
+		up->timer_at = CTX_NO_DEADLINE;
+	else
+		up->timer_at = ctx_now_ns() + (int64_t)timeout_ms * 1000000;
+	return 0;
+}
+
+int64_t upstream_next_timer(const struct upstream *up)
+{
+	return up->timer_at;
+}
+
+void upstream_on_timer(struct upstream *up)
+{
+	int running;
+
+	up->timer_at = CTX_NO_DEADLINE;
+	up->in_curl++;
+	curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	up->in_curl--;
+	upstream_check_done(up);
+}
+
+struct upstream *upstream_new(struct loop *loop)
+{
+	struct upstream *up = calloc(1, sizeof(*up));
+
+	if (!up)
+		return NULL;
+	up->loop = loop;
+	up->timer_at = CTX_NO_DEADLINE;
+	up->multi = curl_multi_init();
+	if (!up->multi) {
+		free(up);
+		return NULL;
+	}
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, upstream_on_socket);
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, upstream_on_timer_set);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 256L);
+	return up;
+}
+
+void upstream_free(struct upstream *up)
+{
+	int i;
+
+	if (!up)
+		return;
+	for (i = 0; i < up->npool; i++)
+		curl_easy_cleanup(up->pool[i]);
+	curl_multi_cleanup(up->multi);
+	free(up);
+}
+
+/* ---- the fetch's life ---- */
+
+/* Stop the transfer.  Outside libcurl the handle is removed at once, which
+ * closes an unfinished connection; inside, the callbacks see f->ended and
+ * fail the transfer, which closes it too. */
+static void fetch_stop(struct fetch *f, bool ok)
+{
+	if (!f->running)
+		return;
+	f->running = false;
+	f->ended = true;
+	f->ok = ok;
+	if (f->up->in_curl) {
+		f->remove_pending = true;
+	} else {
+		curl_multi_remove_handle(f->up->multi, f->easy);
+		if (!ok)
+			f->closed_at = ctx_now_ns();
+	}
+	fetch_notify(f, PEND_DONE | PEND_BODY | PEND_UPLOAD);
+}
+
+static void fetch_on_cancel(ctx_t *ctx, void *arg)
+{
+	struct fetch *f = arg;
+
+	(void)ctx;
+	fetch_stop(f, false);
+}
+
+static ctx_cause_t fetch_map_error(const struct fetch *f, CURLcode rc)
+{
+	curl_off_t connect_us = 0;
+
+	if (rc == CURLE_OPERATION_TIMEDOUT) {
+		curl_easy_getinfo(f->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+		return connect_us ? CTX_CAUSE_DEADLINE_EXCEEDED :
+			CTX_CAUSE_CONNECT_TIMEOUT;
+	}
+	return CTX_CAUSE_UPSTREAM_ERROR;
+}
+
+static void fetch_on_done(struct fetch *f, CURLcode rc)
+{
+	bool was_running = f->running;
+
+	f->remove_pending = false;
+	curl_multi_remove_handle(f->up->multi, f->easy);
+	if (!was_running) {
+		/* Stopped from inside a callback: curl has closed it now. */
+		if (!f->closed_at)
+			f->closed_at = ctx_now_ns();
+		return;
+	}
+	f->running = false;
+	f->ended = true;
+	f->ok = rc == CURLE_OK && f->head_done;
+	if (!f->ok) {
+		f->closed_at = ctx_now_ns();
+		if (rc != CURLE_OK)
+			log_msg(LOG_DEBUG, "upstream transfer failed",
+				"error=\"%s\"", curl_easy_strerror(rc));
+		ctx_cancel(f->ctx, fetch_map_error(f, rc));
+	}
+	fetch_notify(f, PEND_DONE | PEND_BODY | PEND_UPLOAD);
+}
+
+static void upstream_check_done(struct upstream *up)
+{
+	struct fetch *f = NULL;
+	CURLMsg *m;
+	int left;
+
+	for (;;) {
+		m = curl_multi_info_read(up->multi, &left);
+		if (!m)
+			break;
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&f);
+		if (f)
+			fetch_on_done(f, m->data.result);
+	}
+}
+
+/* ---- phase timeouts: connect, response head, body silence ---- */
+
+static void fetch_phase_clear(struct fetch *f)
+{
+	if (!f->phase)
+		return;
+	ctx_unwatch(&f->phase_watch);
+	ctx_cancel(f->phase, CTX_CAUSE_COMPLETED);
+	ctx_unref(f->phase);
+	f->phase = NULL;
+}
+
+static void fetch_on_phase(ctx_t *phase, void *arg);
+
+static void fetch_phase_arm(struct fetch *f, int64_t ms, ctx_cause_t cause)
+{
+	fetch_phase_clear(f);
+	if (ms <= 0 || !f->running)
+		return;
+	f->phase = ctx_with_deadline(f->ctx, ctx_now_ns() + ms * 1000000, cause);
+	if (!f->phase)
+		return;
+	if (ctx_watch(f->phase, &f->phase_watch, fetch_on_phase, f) < 0)
+		fetch_phase_clear(f);
+}
+
+static void fetch_on_phase(ctx_t *phase, void *arg)
+{
+	struct fetch *f = arg;
+	ctx_cause_t cause = ctx_cause(phase);
+	int64_t quiet;
+
+	if (ctx_is_cancelled(f->ctx) || cause == CTX_CAUSE_COMPLETED)
+		return;
+	if (cause == CTX_CAUSE_IDLE_TIMEOUT) {
+		/* Armed once per period, not per read: re-arm for the rest of
+		 * the period, and never blame upstream for our own pause. */
+		quiet = ctx_now_ns() - f->last_read_ns;
+		if (f->recv_paused || quiet < f->idle_ns) {
+			if (f->recv_paused)
+				quiet = 0;
+			fetch_phase_arm(f, (f->idle_ns - quiet) / 1000000 + 1,
+					CTX_CAUSE_IDLE_TIMEOUT);
+			return;
+		}
+	}
+	ctx_cancel(f->ctx, cause);
+}
+
+/* ---- curl callbacks ---- */
+
+/* Connected (or reused): the request is about to go out. */
+static int fetch_on_prereq(void *arg, char *conn_primary_ip,
+			   char *conn_local_ip, int conn_primary_port,
+			   int conn_local_port)
+{
+	struct fetch *f = arg;
+
+	(void)conn_primary_ip;
+	(void)conn_local_ip;
+	(void)conn_primary_port;
+	(void)conn_local_port;
+	if (!f->running)
+		return CURL_PREREQFUNC_ABORT;
+	fetch_phase_clear(f);
+	if (f->req_body_len == -1 || f->req_body_len == 0)
+		fetch_phase_arm(f, f->t->header_timeout_ms,
+				CTX_CAUSE_HEADER_TIMEOUT);
+	return CURL_PREREQFUNC_OK;
+}
+
+static void fbuf_compact(struct fbuf *b)
+{
+	if (b->off && b->len)
+		memmove(b->data, b->data + b->off, b->len);
+	b->off = 0;
+}
+
+static size_t fetch_on_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct fetch *f = arg;
+	size_t n = size * nitems;
+
+	if (!f->running)
+		return CURL_READFUNC_ABORT;
+	if (f->upbuf.len == 0) {
+		if (f->up_eof) {
+			if (!f->sent_eof)
+				fetch_phase_arm(f, f->t->header_timeout_ms,
+						CTX_CAUSE_HEADER_TIMEOUT);
+			f->sent_eof = true;
+			return 0;
+		}
+		f->send_paused = true;
+		return CURL_READFUNC_PAUSE;
+	}
+	if (n > f->upbuf.len)
+		n = f->upbuf.len;
+	memcpy(buf, f->upbuf.data + f->upbuf.off, n);
+	f->upbuf.off += n;
+	f->upbuf.len -= n;
+	if (f->upbuf.len == 0)
+		f->upbuf.off = 0;
+	if (f->upload_blocked) {
+		f->upload_blocked = false;
+		fetch_notify(f, PEND_UPLOAD);
+	}
+	return n;
+}
+
+static void fetch_reset_head(struct fetch *f)
+{
+	f->hdr_len = 0;
+	f->nhdr = 0;
+	f->content_length = -1;
+	free(f->conn_tokens);
+	f->conn_tokens = NULL;
+}
+
+static bool fetch_add_header(struct fetch *f, const char *name, size_t nlen,
+			     const char *value, size_t vlen)
+{
+	size_t need = nlen + vlen + 2;
+	char *p;
+
+	if (f->nhdr >= FETCH_MAX_HEADERS || f->hdr_len + need > FETCH_HEAD_MAX)
+		return false;
+	if (f->hdr_len + need > f->hdr_cap) {
+		f->hdr_cap = f->hdr_cap ? f->hdr_cap * 2 : 1024;
+		while (f->hdr_cap < f->hdr_len + need)
+			f->hdr_cap *= 2;
+		p = realloc(f->hdr, f->hdr_cap);
+		if (!p)
+			return false;
+		f->hdr = p;
+	}
+	memcpy(f->hdr + f->hdr_len, name, nlen);
+	f->hdr[f->hdr_len + nlen] = '\0';
+	memcpy(f->hdr + f->hdr_len + nlen + 1, value, vlen);
+	f->hdr[f->hdr_len + need - 1] = '\0';
+	f->hdr_len += need;
+	f->nhdr++;
+	return true;
+}
+
+/* One header line of the response (status line, field, or the blank end). */
+static bool fetch_header_line(struct fetch *f, const char *line, size_t len)
+{
+	const char *colon, *v;
+	char *end;
+	long st;
+
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+		fetch_reset_head(f);
+		v = memchr(line, ' ', len);
+		st = v ? strtol(v + 1, &end, 10) : 0;
+		f->status = (st >= 100 && st <= 999) ? (int)st : 0;
+		return f->status != 0;
+	}
+	if (len == 0)
+		return true;
+	if (line[0] == ' ' || line[0] == '\t')
+		return false;              /* obs-fold: refuse the response */
+	colon = memchr(line, ':', len);
+	if (!colon || colon == line)
+		return false;
+	v = colon + 1;
+	while (v < line + len && (*v == ' ' || *v == '\t'))
+		v++;
+	while (len && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+		len--;
+	return fetch_add_header(f, line, (size_t)(colon - line), v,
+				(size_t)(line + len - v));
+}
+
+static bool fetch_keep_header(const struct fetch *f, const char *name)
+{
+	if (headers_hop_by_hop(name))
+		return false;
+	return !(f->conn_tokens && headers_list_has(f->conn_tokens, name));
+}
+
+/* The head is complete: drop hop-by-hop fields, learn the framing. */
+static void fetch_finish_head(struct fetch *f)
+{
+	size_t i, off = 0, w = 0, ntot = f->nhdr, keep = 0;
+	const char *name, *value;
+	char *end;
+
+	for (i = 0, off = 0; i < ntot; i++) {
+		name = f->hdr + off;
+		value = name + strlen(name) + 1;
+		if (strcasecmp(name, "connection") == 0 && !f->conn_tokens)
+			f->conn_tokens = strdup(value);
+		if (strcasecmp(name, "content-length") == 0)
+			f->content_length = strtoll(value, &end, 10);
+		off = (size_t)(value + strlen(value) + 1 - f->hdr);
+	}
+	for (i = 0, off = 0; i < ntot; i++) {
+		size_t n;
+
+		name = f->hdr + off;
+		value = name + strlen(name) + 1;
+		n = (size_t)(value + strlen(value) + 1 - name);
+		off += n;
+		if (!fetch_keep_header(f, name))
+			continue;
+		memmove(f->hdr + w, name, n);
+		w += n;
+		keep++;
+	}
+	f->hdr_len = w;
+	f->nhdr = keep;
+	f->head_done = true;
+}
+
+static size_t fetch_on_header(char *buf, size_t size, size_t n, void *arg)
+{
+	struct fetch *f = arg;
+	size_t len = size * n;
+
+	if (!f->running || f->head_done)
+		return f->running ? len : 0;
+	if (!fetch_header_line(f, buf, len)) {
+		ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
+		return 0;
+	}
+	if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
+		if (f->status < 200)
+			return len;        /* 1xx: curl goes on to the real one */
+		fetch_finish_head(f);
+		f->last_read_ns = ctx_now_ns();
+		fetch_phase_arm(f, f->t->idle_timeout_ms, CTX_CAUSE_IDLE_TIMEOUT);
+		fetch_notify(f, PEND_HEAD);
+	}
+	return len;
+}
+
+static size_t fetch_on_write(char *data, size_t size, size_t n, void *arg)
+{
+	struct fetch *f = arg;
+	struct fbuf *b = &f->downbuf;
+	size_t len = size * n;
+
+	if (!f->running)
+		return 0;
+	if (!b->data) {
+		b->data = malloc(FETCH_BUF_SIZE);
+		if (!b->data)
+			return 0;
+	}
+	if (FETCH_BUF_SIZE - b->len < len) {
+		f->recv_paused = true;
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	if (b->off + b->len + len > FETCH_BUF_SIZE)
+		fbuf_compact(b);
+	memcpy(b->data + b->off + b->len, data, len);
+	b->len += len;
+	f->last_read_ns = ctx_now_ns();
+	fetch_notify(f, PEND_BODY);
+	return len;
+}
+
+/* ---- setting up a transfer ---- */
+
+static CURL *upstream_easy(struct upstream *up)
+{
+	CURL *e;
+
+	if (up->npool) {
+		e = up->pool[--up->npool];
+		curl_easy_reset(e);
+		return e;
+	}
+	return curl_easy_init();
+}
+
+static void upstream_easy_put(struct upstream *up, CURL *e)
+{
+	if (up->npool < UPSTREAM_EASY_POOL)
+		up->pool[up->npool++] = e;
+	else
+		curl_easy_cleanup(e);
+}
+
+static void fetch_set_method(struct fetch *f, const char *method)
+{
+	CURL *e = f->easy;
+
+	if (f->req_body_len != -1) {
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		if (f->req_body_len >= 0)
+			curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+					 (curl_off_t)f->req_body_len);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, fetch_on_read);
+		curl_easy_setopt(e, CURLOPT_READDATA, f);
+		curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+	}
+	if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else if (strcmp(method, "GET") != 0 || f->req_body_len != -1)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+}
+
+/* The deadline header carries the budget left when the request is sent. */
+static int fetch_add_deadline(struct fetch *f, const char *name)
+{
+	int64_t left = ctx_remaining_ns(f->ctx, ctx_now_ns());
+	struct curl_slist *l;
+	char line[160];
+
+	if (!name || !*name || left == CTX_NO_DEADLINE)
+		return 0;
+	snprintf(line, sizeof(line), "%s: %" PRId64, name, left / 1000000);
+	l = curl_slist_append(f->headers, line);
+	if (!l)
+		return -ENOMEM;
+	f->headers = l;
+	return 0;
+}
+
+static int fetch_setup(struct fetch *f, const struct fetch_request *rq)
+{
+	CURL *e = f->easy;
+
+	if (fetch_add_deadline(f, rq->deadline_header) < 0)
+		return -ENOMEM;
+	curl_easy_setopt(e, CURLOPT_URL, rq->url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)f);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fetch_on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fetch_on_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, fetch_on_prereq);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, f);
+	/* Our own watcher enforces connect_timeout_ms; curl's is a backstop. */
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+			 (long)(rq->timeouts->connect_timeout_ms * 2 + 1000));
+	fetch_set_method(f, rq->method);
+	return 0;
+}
+
+struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
+			  const struct fetch_request *rq,
+			  const struct fetch_ops *ops, void *arg)
+{
+	struct fetch *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		goto free_headers;
+	f->up = up;
+	f->ops = ops;
+	f->arg = arg;
+	f->headers = rq->headers;
+	f->req_body_len = rq->body_len;
+	f->t = rq->timeouts;
+	f->idle_ns = rq->timeouts->idle_timeout_ms * 1000000;
+	f->content_length = -1;
+	f->ctx = ctx_ref(ctx);
+	f->easy = upstream_easy(up);
+	if (!f->easy || fetch_setup(f, rq) < 0)
+		goto free_fetch;
+	if (ctx_watch(ctx, &f->cancel_watch, fetch_on_cancel, f) < 0)
+		goto free_fetch;         /* born cancelled: nothing to start */
+	if (curl_multi_add_handle(up->multi, f->easy) != CURLM_OK)
+		goto unwatch;
+	f->running = true;
+	fetch_phase_arm(f, rq->timeouts->connect_timeout_ms,
+			CTX_CAUSE_CONNECT_TIMEOUT);
+	return f;
+
+unwatch:
+	ctx_unwatch(&f->cancel_watch);
+free_fetch:
+	if (f->easy)
+		upstream_easy_put(up, f->easy);
+	f->easy = NULL;
+	curl_slist_free_all(f->headers);
+	ctx_unref(f->ctx);
+	free(f);
+	return NULL;
+free_headers:
+	curl_slist_free_all(rq->headers);
+	return NULL;
+}
+
+void fetch_free(struct fetch *f)
+{
+	if (!f)
+		return;
+	ctx_unwatch(&f->cancel_watch);
+	fetch_phase_clear(f);
+	if (f->running || f->remove_pending) {
+		f->running = false;
+		curl_multi_remove_handle(f->up->multi, f->easy);
+	}
+	fetch_unpend(f);
+	upstream_easy_put(f->up, f->easy);
+	curl_slist_free_all(f->headers);
+	ctx_unref(f->ctx);
+	free(f->upbuf.data);
+	free(f->downbuf.data);
+	free(f->hdr);
+	free(f->conn_tokens);
+	free(f);
+}
+
+/* Apply the wanted pause state (outside curl callbacks only). */
+static void fetch_apply_pause(struct fetch *f)
+{
+	int bits = (f->send_paused ? CURLPAUSE_SEND : 0) |
+		   (f->recv_paused ? CURLPAUSE_RECV : 0);
+
+	if (f->running)
+		curl_easy_pause(f->easy, bits);
+}
+
+ssize_t fetch_send(struct fetch *f, const char *data, size_t len)
+{
+	struct fbuf *b = &f->upbuf;
+	size_t room;
+
+	if (f->ended)
+		return -ECANCELED;
+	if (!b->data) {
+		b->data = malloc(FETCH_BUF_SIZE);
+		if (!b->data)
+			return -ENOMEM;
+	}
+	fbuf_compact(b);
+	room = FETCH_BUF_SIZE - b->len;
+	if (len > room) {
+		len = room;
+		f->upload_blocked = true;
+	}
+	memcpy(b->data + b->len, data, len);
+	b->len += len;
+	if (len && f->send_paused) {
+		f->send_paused = false;
+		fetch_apply_pause(f);
+	}
+	return (ssize_t)len;
+}
+
+void fetch_send_eof(struct fetch *f)
+{
+	if (f->up_eof)
+		return;
+	f->up_eof = true;
+	if (f->send_paused) {
+		f->send_paused = false;
+		fetch_apply_pause(f);
+	}
+}
+
+ssize_t fetch_recv(struct fetch *f, char *buf, size_t len)
+{
+	struct fbuf *b = &f->downbuf;
+
+	if (b->len == 0) {
+		if (!f->ended)
+			return FETCH_RECV_AGAIN;
+		return f->ok ? FETCH_RECV_END : FETCH_RECV_ABORTED;
+	}
+	if (len > b->len)
+		len = b->len;
+	memcpy(buf, b->data + b->off, len);
+	b->off += len;
+	b->len -= len;
+	if (b->len == 0)
+		b->off = 0;
+	/* Resume upstream once a whole curl write (16 KiB) fits again. */
+	if (f->recv_paused && FETCH_BUF_SIZE - b->len >= CURL_MAX_WRITE_SIZE) {
+		f->recv_paused = false;
+		f->last_read_ns = ctx_now_ns();
+		fetch_apply_pause(f);
+	}
+	return (ssize_t)len;
+}
+
+int fetch_status(const struct fetch *f)
+{
+	return f->head_done ? f->status : 0;
+}
+
+int64_t fetch_content_length(const struct fetch *f)
+{
+	return f->content_length;
+}
+
+bool fetch_has_head(const struct fetch *f)
+{
+	return f->head_done;
+}
+
+size_t fetch_header_count(const struct fetch *f)
+{
+	return f->nhdr;
+}
+
+void fetch_header(const struct fetch *f, size_t i, const char **name,
+		  const char **value)
+{
+	const char *p = f->hdr;
+
+	for (; i > 0; i--) {
+		p += strlen(p) + 1;
+		p += strlen(p) + 1;
+	}
+	*name = p;
+	*value = p + strlen(p) + 1;
+}
+
+bool fetch_ended(const struct fetch *f)
+{
+	return f->ended;
+}
+
+bool fetch_ok(const struct fetch *f)
+{
+	return f->ok;
+}
+
+int64_t fetch_closed_at(const struct fetch *f)
+{
+	return f->closed_at;
+}

@@ -1,0 +1,180 @@
+/* worker.c - one event-loop thread: its MHD daemons, curl multi and contexts. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "context.h"
+#include "front.h"
+#include "log.h"
+#include "loop.h"
+#include "upstream.h"
+#include "worker.h"
+
+enum worker_cmd {
+	WORKER_RUN,
+	WORKER_DRAIN,
+	WORKER_CANCEL,
+	WORKER_EXIT,
+};
+
+struct worker {
+	int id;
+	pthread_t thread;
+	struct loop *loop;
+	struct upstream *up;
+	ctx_t *root;
+	struct front *front;
+	atomic_int cmd;                 /* highest command sent so far */
+	int done_cmd;                   /* highest command carried out */
+	bool exit;
+};
+
+/* Carry out, on the worker's thread, what the main thread asked. */
+static void worker_on_wake(void *arg)
+{
+	struct worker *w = arg;
+	int cmd = atomic_load(&w->cmd);
+
+	if (cmd >= WORKER_DRAIN && w->done_cmd < WORKER_DRAIN)
+		front_drain(w->front);
+	if (cmd >= WORKER_CANCEL && w->done_cmd < WORKER_CANCEL)
+		ctx_cancel(w->root, CTX_CAUSE_SHUTDOWN);
+	if (cmd >= WORKER_EXIT)
+		w->exit = true;
+	w->done_cmd = cmd;
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+static int worker_wait_ms(struct worker *w)
+{
+	int64_t at, now = ctx_now_ns(), ms;
+
+	at = min64(ctx_next_deadline(w->root), upstream_next_timer(w->up));
+	at = min64(at, front_next_timeout(w->front));
+	if (at == CTX_NO_DEADLINE)
+		return -1;
+	if (at <= now)
+		return 0;
+	ms = (at - now + 999999) / 1000000;
+	return ms > 60000 ? 60000 : (int)ms;
+}
+
+/* After waiting: expire deadlines, fire curl's timer, then let MHD and
+ * curl hand work to each other until both are quiet (bounded). */
+static void worker_tick(struct worker *w)
+{
+	int64_t now = ctx_now_ns();
+	int i, n;
+
+	ctx_expire(w->root, now);
+	if (upstream_next_timer(w->up) <= now)
+		upstream_on_timer(w->up);
+	for (i = 0; i < 16; i++) {
+		n = upstream_dispatch(w->up);
+		if (front_next_timeout(w->front) <= ctx_now_ns()) {
+			front_run(w->front);
+			n++;
+		}
+		if (!n)
+			break;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	int rc;
+
+	while (!w->exit) {
+		rc = loop_run_once(w->loop, worker_wait_ms(w));
+		if (rc < 0 && rc != -EINTR) {
+			log_msg(LOG_ERROR, "event loop failed", "worker=%d", w->id);
+			break;
+		}
+		worker_tick(w);
+	}
+	return NULL;
+}
+
+static void worker_free(struct worker *w)
+{
+	front_free(w->front);
+	if (w->up)
+		upstream_dispatch(w->up);
+	upstream_free(w->up);
+	ctx_unref(w->root);
+	loop_free(w->loop);
+	free(w);
+}
+
+struct worker *worker_start(int id, const struct config *cfg,
+			    const struct route_table *routes,
+			    const int *listen_fds)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	struct front_env env = { 0 };
+
+	if (!w)
+		return NULL;
+	w->id = id;
+	w->loop = loop_new();
+	w->root = ctx_background_new();
+	w->up = w->loop ? upstream_new(w->loop) : NULL;
+	if (!w->loop || !w->root || !w->up)
+		goto fail;
+	loop_set_wake(w->loop, worker_on_wake, w);
+	env.loop = w->loop;
+	env.up = w->up;
+	env.root = w->root;
+	env.cfg = cfg;
+	env.routes = routes;
+	env.listen_fds = listen_fds;
+	env.worker_id = id;
+	w->front = front_new(&env);
+	if (!w->front)
+		goto fail;
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+		goto fail;
+	return w;
+fail:
+	log_msg(LOG_ERROR, "cannot start worker", "worker=%d", id);
+	worker_free(w);
+	return NULL;
+}
+
+static void worker_send(struct worker *w, int cmd)
+{
+	atomic_store(&w->cmd, cmd);
+	loop_wake(w->loop);
+}
+
+void worker_drain(struct worker *w)
+{
+	worker_send(w, WORKER_DRAIN);
+}
+
+void worker_cancel_all(struct worker *w)
+{
+	worker_send(w, WORKER_CANCEL);
+}
+
+long worker_inflight(const struct worker *w)
+{
+	return front_inflight(w->front);
+}
+
+void worker_stop(struct worker *w)
+{
+	if (!w)
+		return;
+	worker_send(w, WORKER_EXIT);
+	pthread_join(w->thread, NULL);
+	worker_free(w);
+}
