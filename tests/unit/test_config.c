@@ -1,0 +1,724 @@
+/* test_config.c - unit tests for loading and validating the config file. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define LISTEN "listen = \"127.0.0.1:8080\";\n"
+#define ROUTE_A "routes = ( { name = \"a\"; prefix = \"/\"; upstream = \"http://127.0.0.1:9000\"; } );\n"
+
+struct result {
+	struct config *cfg;
+	char *errs;     /* everything written to the error stream */
+};
+
+static struct result load(const char *text)
+{
+	struct result res = { NULL, NULL };
+	size_t len = 0;
+	FILE *f = open_memstream(&res.errs, &len);
+
+	assert_non_null(f);
+	res.cfg = config_load_string("t.conf", text, f);
+	fclose(f);
+	return res;
+}
+
+static void result_free(struct result *res)
+{
+	config_free(res->cfg);
+	free(res->errs);
+}
+
+static struct config *load_ok(const char *text)
+{
+	struct result res = load(text);
+
+	if (!res.cfg || res.errs[0])
+		print_error("unexpected errors:\n%s", res.errs);
+	free(res.errs);
+	assert_non_null(res.cfg);
+	return res.cfg;
+}
+
+static int count_lines(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+/* Fails unless loading text is refused with each of the given messages
+ * (NULL-terminated) and nothing else. */
+static void expect_errors(const char *text, ...)
+{
+	struct result res = load(text);
+	const char *want;
+	int n = 0;
+	va_list ap;
+
+	va_start(ap, text);
+	for (want = va_arg(ap, const char *); want; want = va_arg(ap, const char *)) {
+		n++;
+		if (!strstr(res.errs, want)) {
+			print_error("missing \"%s\" in:\n%s", want, res.errs);
+			fail();
+		}
+	}
+	va_end(ap);
+	if (res.cfg || count_lines(res.errs) != n) {
+		print_error("want %d errors, got:\n%s", n, res.errs);
+		fail();
+	}
+	result_free(&res);
+}
+
+static void test_minimal_defaults(void **state)
+{
+	struct config *cfg = load_ok(LISTEN ROUTE_A);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	const struct config_route *r;
+
+	(void)state;
+	assert_string_equal(cfg->path, "t.conf");
+	assert_int_equal(cfg->nlisten, 1);
+	assert_string_equal(cfg->listen[0].host, "127.0.0.1");
+	assert_int_equal(cfg->listen[0].port, 8080);
+	assert_false(cfg->listen[0].ipv6);
+	assert_null(cfg->admin);
+	assert_int_equal(cfg->workers, ncpu > 256 ? 256 : ncpu);
+	assert_int_equal(cfg->max_connections, 10000);
+	assert_int_equal(cfg->client_header_timeout_ms, 10000);
+	assert_int_equal(cfg->client_idle_timeout_ms, 60000);
+	assert_int_equal(cfg->max_body_bytes, 104857600);
+	assert_int_equal(cfg->shutdown_grace_ms, 10000);
+	assert_string_equal(cfg->access_log, "-");
+	assert_string_equal(cfg->access_log_format, "logfmt");
+	assert_string_equal(cfg->deadline_header, "X-Request-Timeout-Ms");
+	assert_int_equal(cfg->defaults.connect_timeout_ms, 1000);
+	assert_int_equal(cfg->defaults.timeout_ms, 30000);
+	assert_int_equal(cfg->defaults.header_timeout_ms, 0);
+	assert_int_equal(cfg->defaults.idle_timeout_ms, 0);
+	assert_int_equal(cfg->nroutes, 1);
+	r = &cfg->routes[0];
+	assert_string_equal(r->name, "a");
+	assert_string_equal(r->prefix, "/");
+	assert_null(r->host);
+	assert_string_equal(r->upstream, "http://127.0.0.1:9000");
+	assert_string_equal(r->upstream_origin, "http://127.0.0.1:9000");
+	assert_string_equal(r->upstream_base, "");
+	assert_false(r->strip_prefix);
+	assert_true(r->preserve_host);
+	assert_int_equal(r->t.connect_timeout_ms, 1000);
+	assert_int_equal(r->t.timeout_ms, 30000);
+	assert_int_equal(r->line, 2);
+	config_free(cfg);
+}
+
+static void test_every_key(void **state)
+{
+	struct config *cfg = load_ok(
+		"listen = \"0.0.0.0:80\";\n"
+		"admin = \"127.0.0.1:9901\";\n"
+		"workers = 3;\n"
+		"max_connections = 50;\n"
+		"client_header_timeout_ms = 1100;\n"
+		"client_idle_timeout_ms = 1200;\n"
+		"max_body_bytes = 0;\n"
+		"shutdown_grace_ms = 0;\n"
+		"access_log = \"/var/log/ctxproxy.log\";\n"
+		"access_log_format = \"json\";\n"
+		"deadline_header = \"X-Budget\";\n"
+		"defaults = { connect_timeout_ms = 11; timeout_ms = 12;\n"
+		"  header_timeout_ms = 13; idle_timeout_ms = 14; };\n"
+		"routes = ( { name = \"r-1.x_y\"; prefix = \"/api/\";\n"
+		"  host = \"API.Example.com\"; upstream = \"http://Up.Example:81/base/\";\n"
+		"  strip_prefix = true; preserve_host = false;\n"
+		"  connect_timeout_ms = 21; timeout_ms = 22;\n"
+		"  header_timeout_ms = 23; idle_timeout_ms = 24; } );\n");
+	const struct config_route *r = &cfg->routes[0];
+
+	(void)state;
+	assert_string_equal(cfg->listen[0].host, "0.0.0.0");
+	assert_string_equal(cfg->admin, "127.0.0.1:9901");
+	assert_int_equal(cfg->workers, 3);
+	assert_int_equal(cfg->max_connections, 50);
+	assert_int_equal(cfg->client_header_timeout_ms, 1100);
+	assert_int_equal(cfg->client_idle_timeout_ms, 1200);
+	assert_int_equal(cfg->max_body_bytes, 0);
+	assert_int_equal(cfg->shutdown_grace_ms, 0);
+	assert_string_equal(cfg->access_log, "/var/log/ctxproxy.log");
+	assert_string_equal(cfg->access_log_format, "json");
+	assert_string_equal(cfg->deadline_header, "X-Budget");
+	assert_int_equal(cfg->defaults.connect_timeout_ms, 11);
+	assert_int_equal(cfg->defaults.timeout_ms, 12);
+	assert_int_equal(cfg->defaults.header_timeout_ms, 13);
+	assert_int_equal(cfg->defaults.idle_timeout_ms, 14);
+	assert_string_equal(r->name, "r-1.x_y");
+	assert_string_equal(r->prefix, "/api/");
+	assert_string_equal(r->host, "api.example.com");
+	assert_string_equal(r->upstream, "http://Up.Example:81/base/");
+	assert_string_equal(r->upstream_origin, "http://up.example:81");
+	assert_string_equal(r->upstream_base, "/base");
+	assert_true(r->strip_prefix);
+	assert_false(r->preserve_host);
+	assert_int_equal(r->t.connect_timeout_ms, 21);
+	assert_int_equal(r->t.timeout_ms, 22);
+	assert_int_equal(r->t.header_timeout_ms, 23);
+	assert_int_equal(r->t.idle_timeout_ms, 24);
+	assert_int_equal(r->line, 14);
+	config_free(cfg);
+}
+
+static void test_listen_list_and_ipv6(void **state)
+{
+	struct config *cfg = load_ok(
+		"listen = ( \"10.1.2.3:80\", \"[::1]:8443\", \"*:0\", \":9\", \"[::]:8080\" );\n"
+		ROUTE_A);
+
+	(void)state;
+	assert_int_equal(cfg->nlisten, 5);
+	assert_string_equal(cfg->listen[0].host, "10.1.2.3");
+	assert_int_equal(cfg->listen[0].port, 80);
+	assert_string_equal(cfg->listen[1].host, "::1");
+	assert_int_equal(cfg->listen[1].port, 8443);
+	assert_true(cfg->listen[1].ipv6);
+	assert_string_equal(cfg->listen[2].host, "");
+	assert_int_equal(cfg->listen[2].port, 0);
+	assert_false(cfg->listen[2].ipv6);
+	assert_string_equal(cfg->listen[3].host, "");
+	assert_int_equal(cfg->listen[3].port, 9);
+	assert_string_equal(cfg->listen[4].host, "::");
+	assert_true(cfg->listen[4].ipv6);
+	config_free(cfg);
+
+	cfg = load_ok("listen = [ \"[::1]:1\", \"127.0.0.1:2\" ];\n" ROUTE_A);
+	assert_int_equal(cfg->nlisten, 2);
+	assert_true(cfg->listen[0].ipv6);
+	assert_int_equal(cfg->listen[1].port, 2);
+	config_free(cfg);
+}
+
+static void test_listen_errors(void **state)
+{
+	(void)state;
+	expect_errors(
+		"listen = (\n"
+		"  \"localhost:80\",\n"
+		"  \"1.2.3.4\",\n"
+		"  \"1.2.3.4:65536\",\n"
+		"  \"::1:80\",\n"
+		"  \"[zz]:80\",\n"
+		"  \"1.2.3.4:8x\",\n"
+		"  80,\n"
+		"  \"[::1]\" );\n" ROUTE_A,
+		"t.conf:2: invalid listen address 'localhost:80': not a numeric IPv4 address",
+		"t.conf:3: invalid listen address '1.2.3.4': expected HOST:PORT",
+		"t.conf:4: invalid listen address '1.2.3.4:65536': port must be a number from 0 to 65535",
+		"t.conf:5: invalid listen address '::1:80': IPv6 addresses must be in brackets",
+		"t.conf:6: invalid listen address '[zz]:80': not a numeric IPv6 address",
+		"t.conf:7: invalid listen address '1.2.3.4:8x': port must be",
+		"t.conf:8: 'listen' addresses must be strings",
+		"t.conf:9: invalid listen address '[::1]': expected [IPv6]:PORT",
+		NULL);
+	expect_errors("listen = ();\n" ROUTE_A,
+		      "t.conf:1: 'listen' must name at least one address", NULL);
+	expect_errors("listen = 8080;\n" ROUTE_A,
+		      "t.conf:1: 'listen' must be a string or a list of strings", NULL);
+	expect_errors("listen = ( \"*:80\", \"0.0.0.0:80\" );\n" ROUTE_A,
+		      "t.conf:1: duplicate listen address", NULL);
+	expect_errors(ROUTE_A,
+		      "t.conf:0: missing required key 'listen'", NULL);
+}
+
+static void test_admin(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN "admin = \"localhost:9901\";\n" ROUTE_A,
+		      "t.conf:2: invalid admin address 'localhost:9901': not a numeric IPv4 address",
+		      NULL);
+	expect_errors(LISTEN "admin = \"127.0.0.1:8080\";\n" ROUTE_A,
+		      "t.conf:2: the admin address is also a listen address", NULL);
+	expect_errors(LISTEN "admin = 9901;\n" ROUTE_A,
+		      "t.conf:2: 'admin' must be a string", NULL);
+}
+
+static void test_defaults_inheritance(void **state)
+{
+	struct config *cfg = load_ok(
+		LISTEN
+		"routes = (\n"
+		"  { name = \"fast\"; prefix = \"/f/\"; upstream = \"http://h:1\";\n"
+		"    timeout_ms = 100; idle_timeout_ms = 7; },\n"
+		"  { name = \"plain\"; prefix = \"/\"; upstream = \"http://h:2\"; }\n"
+		");\n"
+		/* defaults after routes still apply to them */
+		"defaults = { connect_timeout_ms = 200; timeout_ms = 5000L;\n"
+		"  header_timeout_ms = 300; };\n");
+
+	(void)state;
+	assert_int_equal(cfg->routes[0].t.connect_timeout_ms, 200);
+	assert_int_equal(cfg->routes[0].t.timeout_ms, 100);
+	assert_int_equal(cfg->routes[0].t.header_timeout_ms, 300);
+	assert_int_equal(cfg->routes[0].t.idle_timeout_ms, 7);
+	assert_int_equal(cfg->routes[1].t.connect_timeout_ms, 200);
+	assert_int_equal(cfg->routes[1].t.timeout_ms, 5000);
+	assert_int_equal(cfg->routes[1].t.header_timeout_ms, 300);
+	assert_int_equal(cfg->routes[1].t.idle_timeout_ms, 0);
+	assert_int_equal(cfg->routes[0].line, 3);
+	assert_int_equal(cfg->routes[1].line, 5);
+	config_free(cfg);
+}
+
+static void test_int64_values(void **state)
+{
+	struct config *cfg = load_ok(LISTEN
+		"max_body_bytes = 5000000000L;\n"
+		"shutdown_grace_ms = 30000L;\n"
+		"max_connections = 0x10;\n" ROUTE_A);
+
+	(void)state;
+	assert_int_equal(cfg->max_body_bytes, 5000000000LL);
+	assert_int_equal(cfg->shutdown_grace_ms, 30000);
+	assert_int_equal(cfg->max_connections, 16);
+	config_free(cfg);
+	/* libconfig 1.5 would silently truncate these; floats are not ints */
+	expect_errors(LISTEN
+		"max_body_bytes = 5000000000;  # 4.7 GB\n"
+		"workers = 0x100000002;\n"
+		"timeout = \"9999999999\"; /* 9999999999 */ x1 = 2.5e12;\n" ROUTE_A,
+		"t.conf:2: integer 5000000000 does not fit in 32 bits; write it with an L suffix (5000000000L)",
+		"t.conf:3: integer 0x100000002 does not fit in 32 bits",
+		"t.conf:4: unknown key 'timeout'",
+		"t.conf:4: unknown key 'x1'",
+		NULL);
+}
+
+static void test_unknown_keys(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"foo = 1;\n"
+		"defaults = { timeout_ms = 5; bar = 2; };\n"
+		"routes = ( { name = \"a\"; prefix = \"/\";\n"
+		"  upstream = \"http://h\"; timeout = 5; } );\n",
+		"t.conf:2: unknown key 'foo'",
+		"t.conf:3: unknown key 'bar' in defaults",
+		"t.conf:5: unknown key 'timeout' in route",
+		NULL);
+}
+
+static void test_wrong_types(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"workers = \"2\";\n"
+		"max_body_bytes = 1.5;\n"
+		"access_log = true;\n"
+		"defaults = ( 1 );\n"
+		"routes = ( { name = 5; prefix = \"/\"; upstream = \"http://h\";\n"
+		"  strip_prefix = 1; preserve_host = \"no\"; timeout_ms = \"5\"; },\n"
+		"  \"x\" );\n",
+		"t.conf:2: 'workers' must be an integer",
+		"t.conf:3: 'max_body_bytes' must be an integer",
+		"t.conf:4: 'access_log' must be a string",
+		"t.conf:5: 'defaults' must be a group",
+		"t.conf:6: 'name' must be a string",
+		"t.conf:7: 'strip_prefix' must be true or false",
+		"t.conf:7: 'preserve_host' must be true or false",
+		"t.conf:7: 'timeout_ms' must be an integer",
+		"t.conf:8: each route must be a group",
+		NULL);
+	expect_errors(LISTEN "routes = { a = 1; };\n",
+		      "t.conf:2: 'routes' must be a list", NULL);
+}
+
+static void test_ranges(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"workers = 0;\n"
+		"max_connections = 0;\n"
+		"client_header_timeout_ms = 0;\n"
+		"client_idle_timeout_ms = -5;\n"
+		"max_body_bytes = -1;\n"
+		"shutdown_grace_ms = -1;\n"
+		"defaults = { connect_timeout_ms = 0; timeout_ms = 0;\n"
+		"  header_timeout_ms = -1; idle_timeout_ms = 3000000000L; };\n"
+		ROUTE_A,
+		"t.conf:2: 'workers' must be between 1 and 256",
+		"t.conf:3: 'max_connections' must be between 1 and 2147483647",
+		"t.conf:4: 'client_header_timeout_ms' must be between 1 and",
+		"t.conf:5: 'client_idle_timeout_ms' must be between 1 and",
+		"t.conf:6: 'max_body_bytes' must be at least 0",
+		"t.conf:7: 'shutdown_grace_ms' must be between 0 and",
+		"t.conf:8: 'connect_timeout_ms' must be between 1 and",
+		"t.conf:8: 'timeout_ms' must be between 1 and",
+		"t.conf:9: 'header_timeout_ms' must be between 0 and",
+		"t.conf:9: 'idle_timeout_ms' must be between 0 and 2147483647",
+		NULL);
+	expect_errors(LISTEN "workers = 257;\n" ROUTE_A,
+		      "t.conf:2: 'workers' must be between 1 and 256", NULL);
+}
+
+/* One route per line so each message's line names its URL. */
+#define UP(n, url) "{ name = \"r" #n "\"; prefix = \"/" #n "\"; upstream = \"" url "\"; },\n"
+
+static void test_bad_upstreams(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"routes = (\n"
+		UP(3, "https://h:443")
+		UP(4, "http://")
+		UP(5, "http://h:0")
+		UP(6, "http://h:65536")
+		UP(7, "http://h:8x")
+		UP(8, "http://h/p?q=1")
+		UP(9, "127.0.0.1:9000")
+		UP(10, "ftp://h")
+		UP(11, "http://user@h")
+		UP(12, "http://[::1")
+		UP(13, "http://h:")
+		UP(14, "http://:80")
+		UP(15, "http://h/a#frag")
+		UP(16, "http://h h")
+		"{ name = \"ok\"; prefix = \"/\"; upstream = \"http://h\"; }\n"
+		");\n",
+		"t.conf:3: invalid upstream 'https://h:443': upstream TLS (https://) is not supported",
+		"t.conf:4: invalid upstream 'http://': missing host",
+		"t.conf:5: invalid upstream 'http://h:0': port must be a number from 1 to 65535",
+		"t.conf:6: invalid upstream 'http://h:65536': port must be",
+		"t.conf:7: invalid upstream 'http://h:8x': port must be",
+		"t.conf:8: invalid upstream 'http://h/p?q=1': must not contain a query or fragment",
+		"t.conf:9: invalid upstream '127.0.0.1:9000': must start with http://",
+		"t.conf:10: invalid upstream 'ftp://h': only http:// upstreams are supported",
+		"t.conf:11: invalid upstream 'http://user@h': must not contain user information",
+		"t.conf:12: invalid upstream 'http://[::1': host is not a valid IPv6 address",
+		"t.conf:13: invalid upstream 'http://h:': port must be",
+		"t.conf:14: invalid upstream 'http://:80': missing host",
+		"t.conf:15: invalid upstream 'http://h/a#frag': must not contain a query",
+		"t.conf:16: invalid upstream 'http://h h': host contains invalid characters",
+		NULL);
+}
+
+static void test_good_upstreams(void **state)
+{
+	struct config *cfg = load_ok(LISTEN
+		"routes = (\n"
+		UP(1, "http://[::1]/")
+		UP(2, "http://10.0.0.1:81/a/b")
+		UP(3, "HTTP://h//")
+		"{ name = \"ok\"; prefix = \"/\"; upstream = \"http://[2001:DB8::1]:8080/x\"; }\n"
+		");\n");
+
+	(void)state;
+	assert_string_equal(cfg->routes[0].upstream_origin, "http://[::1]:80");
+	assert_string_equal(cfg->routes[0].upstream_base, "");
+	assert_string_equal(cfg->routes[1].upstream_origin, "http://10.0.0.1:81");
+	assert_string_equal(cfg->routes[1].upstream_base, "/a/b");
+	assert_string_equal(cfg->routes[2].upstream_origin, "http://h:80");
+	assert_string_equal(cfg->routes[2].upstream_base, "");
+	assert_string_equal(cfg->routes[3].upstream_origin, "http://[2001:db8::1]:8080");
+	assert_string_equal(cfg->routes[3].upstream_base, "/x");
+	config_free(cfg);
+}
+
+static void test_route_required_keys(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"routes = (\n"
+		"  { name = \"np\";\n"
+		"    upstream = \"http://h\"; },\n"
+		"  { name = \"nu\"; prefix = \"/u\"; },\n"
+		"  { prefix = \"/n\"; upstream = \"http://h\"; },\n"
+		"  { name = \"bad\"; prefix = \"api/\"; upstream = \"http://h\"; },\n"
+		"  { name = \"sp\"; prefix = \"/a b\"; upstream = \"http://h\"; }\n"
+		");\n",
+		"t.conf:3: route 'np' is missing required key 'prefix'",
+		"t.conf:5: route 'nu' is missing required key 'upstream'",
+		"t.conf:6: route is missing required key 'name'",
+		"t.conf:7: 'prefix' must start with \"/\", not 'api/'",
+		"t.conf:8: 'prefix' must not contain spaces",
+		NULL);
+	expect_errors(LISTEN "routes = ();\n",
+		      "t.conf:2: at least one route is required", NULL);
+	expect_errors(LISTEN,
+		      "t.conf:0: missing required key 'routes'", NULL);
+}
+
+static void test_route_names_and_hosts(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	expect_errors(LISTEN
+		"routes = (\n"
+		"  { name = \"a\"; prefix = \"/x\"; upstream = \"http://h\"; },\n"
+		"  { name = \"b\"; prefix = \"/y\"; upstream = \"http://h\"; },\n"
+		"  { name = \"a\"; prefix = \"/z\"; upstream = \"http://h\"; },\n"
+		"  { name = \"c\"; prefix = \"/y\"; upstream = \"http://h\"; },\n"
+		"  { name = \"d\"; prefix = \"/y\"; host = \"h\"; upstream = \"http://h\"; },\n"
+		"  { name = \"\"; prefix = \"/e\"; upstream = \"http://h\"; },\n"
+		"  { name = \"a b\"; prefix = \"/f\"; upstream = \"http://h\"; }\n"
+		");\n",
+		"t.conf:5: duplicate route name 'a' (lines 3 and 5)",
+		"t.conf:6: route 'c' has the same prefix and host as the route at line 4",
+		"t.conf:8: route name '' must be non-empty",
+		"t.conf:9: route name 'a b' must be non-empty",
+		NULL);
+	expect_errors(LISTEN
+		"routes = (\n"
+		"  { name = \"a\"; prefix = \"/\"; host = \"\"; upstream = \"http://h\"; },\n"
+		"  { name = \"b\"; prefix = \"/\"; host = \"h.com:80\"; upstream = \"http://h\"; },\n"
+		"  { name = \"c\"; prefix = \"/\"; host = \"a b\"; upstream = \"http://h\"; },\n"
+		"  { name = \"d\"; prefix = \"/\"; host = \"[zz]\"; upstream = \"http://h\"; }\n"
+		");\n",
+		"t.conf:3: 'host' must not be empty",
+		"t.conf:4: 'host' must not include a port",
+		"t.conf:5: 'host' 'a b' is not a valid host name",
+		"t.conf:6: 'host' '[zz]' is not a valid host name",
+		NULL);
+	cfg = load_ok(LISTEN
+		"routes = ( { name = \"v6\"; prefix = \"/\"; host = \"[::1]\"; upstream = \"http://h\"; },\n"
+		"  { name = \"H\"; prefix = \"/\"; host = \"WWW.Example.ORG\"; upstream = \"http://h\"; } );\n");
+	assert_string_equal(cfg->routes[0].host, "[::1]");
+	assert_string_equal(cfg->routes[1].host, "www.example.org");
+	config_free(cfg);
+}
+
+static void test_syntax_error(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN "workers = ;\n" ROUTE_A,
+		      "t.conf:2: syntax error", NULL);
+	expect_errors(LISTEN "workers = 1;\nworkers = 2;\n" ROUTE_A,
+		      "t.conf:3: duplicate setting name", NULL);
+}
+
+static void test_strings(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	expect_errors(LISTEN
+		"deadline_header = \"X Bad\";\n"
+		"access_log_format = \"xml\";\n"
+		"access_log = \"\";\n" ROUTE_A,
+		"t.conf:2: 'deadline_header' must be a header name",
+		"t.conf:3: 'access_log_format' must be \"logfmt\" or \"json\", not 'xml'",
+		"t.conf:4: 'access_log' must be \"-\", \"off\" or a file path",
+		NULL);
+	expect_errors(LISTEN "deadline_header = \"X-T:\";\n" ROUTE_A,
+		      "t.conf:2: 'deadline_header' must be", NULL);
+	expect_errors(LISTEN "deadline_header = \"host\";\n" ROUTE_A,
+		      "t.conf:2: 'deadline_header' cannot be 'host': ctxproxy manages that header itself",
+		      NULL);
+	cfg = load_ok(LISTEN "deadline_header = \"\";\naccess_log = \"off\";\n" ROUTE_A);
+	assert_string_equal(cfg->deadline_header, "");
+	assert_string_equal(cfg->access_log, "off");
+	config_free(cfg);
+}
+
+static void test_many_errors_together(void **state)
+{
+	(void)state;
+	expect_errors(
+		"listen = \"nowhere\";\n"
+		"workers = -1;\n"
+		"colour = \"blue\";\n"
+		"routes = ( { name = \"a\"; prefix = \"x\"; upstream = \"https://h\"; } );\n",
+		"t.conf:1: invalid listen address 'nowhere'",
+		"t.conf:2: 'workers' must be between 1 and 256",
+		"t.conf:3: unknown key 'colour'",
+		"t.conf:4: 'prefix' must start with",
+		"t.conf:4: invalid upstream 'https://h'",
+		NULL);
+}
+
+static char *write_temp(char *tmpl, const char *text)
+{
+	int fd = mkstemps(tmpl, 5);
+	FILE *f;
+
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	return tmpl;
+}
+
+static void test_load_file(void **state)
+{
+	char good[] = "/tmp/ctxproxy-test-XXXXXX.conf";
+	char bad[] = "/tmp/ctxproxy-test-XXXXXX.conf";
+	char want[128];
+	char *errs = NULL;
+	size_t len = 0;
+	struct config *cfg;
+	FILE *f;
+
+	(void)state;
+	write_temp(good, LISTEN "workers = 4;\n" ROUTE_A);
+	cfg = config_load(good, stderr);
+	assert_non_null(cfg);
+	assert_string_equal(cfg->path, good);
+	assert_int_equal(cfg->workers, 4);
+	config_free(cfg);
+
+	write_temp(bad, LISTEN "\n\nworkers = \"x\";\n" ROUTE_A);
+	f = open_memstream(&errs, &len);
+	assert_null(config_load(bad, f));
+	assert_null(config_load("/nonexistent/ctxproxy.conf", f));
+	fclose(f);
+	snprintf(want, sizeof(want), "%s:4: 'workers' must be an integer\n", bad);
+	assert_non_null(strstr(errs, want));
+	assert_non_null(strstr(errs, "/nonexistent/ctxproxy.conf:0: cannot read: No such file or directory\n"));
+	free(errs);
+	unlink(good);
+	unlink(bad);
+}
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Errors from loading path; asserts the load failed. */
+static char *load_file_errors(const char *path)
+{
+	char *errs = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&errs, &len);
+
+	assert_non_null(f);
+	assert_null(config_load(path, f));
+	fclose(f);
+	return errs;
+}
+
+/* @include is resolved next to the including file, whatever the cwd, and
+ * the included text gets the same checks as the main file. */
+static void test_include(void **state)
+{
+	char dir[] = "/tmp/ctxproxy-inc-XXXXXX";
+	char main_path[160], inc_path[160], sub_path[160], want[256];
+	char *errs;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(main_path, sizeof(main_path), "%s/main.conf", dir);
+	snprintf(inc_path, sizeof(inc_path), "%s/routes.conf", dir);
+	snprintf(sub_path, sizeof(sub_path), "%s/sub", dir);
+	write_text(main_path, LISTEN "@include \"routes.conf\"\n");
+	write_text(inc_path, "\n" ROUTE_A "bogus = 1;\nmax_body_bytes = 5000000000;\n");
+	errs = load_file_errors(main_path);
+	assert_string_equal(errs,
+		"routes.conf:4: integer 5000000000 does not fit in 32 bits; "
+		"write it with an L suffix (5000000000L)\n"
+		"routes.conf:3: unknown key 'bogus'\n");
+	free(errs);
+
+	/* libconfig 1.5 would exit() the process on this one */
+	assert_int_equal(mkdir(sub_path, 0700), 0);
+	write_text(main_path, LISTEN "  @include \"sub\"\n" ROUTE_A);
+	errs = load_file_errors(main_path);
+	snprintf(want, sizeof(want), "%s:2: @include \"sub\" is not a regular file\n",
+		 main_path);
+	assert_string_equal(errs, want);
+	free(errs);
+
+	errs = load_file_errors(dir);
+	snprintf(want, sizeof(want), "%s:0: cannot read: Is a directory\n", dir);
+	assert_string_equal(errs, want);
+	free(errs);
+	unlink(main_path);
+	unlink(inc_path);
+	rmdir(sub_path);
+	rmdir(dir);
+}
+
+static void test_shipped_example(void **state)
+{
+	struct config *cfg = config_load("conf/ctxproxy.conf", stderr);
+	const struct config_route *demo = NULL, *shrt = NULL;
+	size_t i;
+
+	(void)state;
+	assert_non_null(cfg);
+	assert_int_equal(cfg->nlisten, 1);
+	assert_string_equal(cfg->listen[0].host, "127.0.0.1");
+	assert_int_equal(cfg->listen[0].port, 18080);
+	assert_int_equal(cfg->workers, 2);
+	assert_null(cfg->admin);
+	assert_string_equal(cfg->access_log, "-");
+	for (i = 0; i < cfg->nroutes; i++) {
+		if (!strcmp(cfg->routes[i].name, "demo"))
+			demo = &cfg->routes[i];
+		if (!strcmp(cfg->routes[i].name, "short"))
+			shrt = &cfg->routes[i];
+	}
+	assert_non_null(demo);
+	assert_non_null(shrt);
+	assert_string_equal(demo->prefix, "/");
+	assert_string_equal(demo->upstream_origin, "http://127.0.0.1:19001");
+	assert_int_equal(demo->t.timeout_ms, 3000);
+	assert_string_equal(shrt->prefix, "/short/");
+	assert_true(shrt->strip_prefix);
+	assert_int_equal(shrt->t.timeout_ms, 500);
+	config_free(cfg);
+}
+
+static void test_null_err_stream_and_free(void **state)
+{
+	(void)state;
+	assert_null(config_load_string("t.conf", "workers = ;", NULL));
+	assert_null(config_load_string("t.conf", LISTEN, NULL));
+	config_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_minimal_defaults),
+		cmocka_unit_test(test_every_key),
+		cmocka_unit_test(test_listen_list_and_ipv6),
+		cmocka_unit_test(test_listen_errors),
+		cmocka_unit_test(test_admin),
+		cmocka_unit_test(test_defaults_inheritance),
+		cmocka_unit_test(test_int64_values),
+		cmocka_unit_test(test_unknown_keys),
+		cmocka_unit_test(test_wrong_types),
+		cmocka_unit_test(test_ranges),
+		cmocka_unit_test(test_bad_upstreams),
+		cmocka_unit_test(test_good_upstreams),
+		cmocka_unit_test(test_route_required_keys),
+		cmocka_unit_test(test_route_names_and_hosts),
+		cmocka_unit_test(test_syntax_error),
+		cmocka_unit_test(test_strings),
+		cmocka_unit_test(test_many_errors_together),
+		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_include),
+		cmocka_unit_test(test_shipped_example),
+		cmocka_unit_test(test_null_err_stream_and_free),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
