@@ -3,7 +3,9 @@ PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
-CC ?= gcc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
 SANITIZE ?=
 
 PKGS := libmicrohttpd libcurl libconfig

@@ -238,6 +238,7 @@ static enum MHD_Result req_reply(struct req *r, int status, const char *msg,
 	MHD_destroy_response(resp);
 	r->responded = true;
 	r->status = status;
+	r->bytes_out = (uint64_t)n;
 	r->phase = PH_DONE;
 	return rc;
 }
@@ -797,6 +798,22 @@ static void req_log(struct req *r)
 	log_access(&a);
 }
 
+/* Why the request ended: a failed fetch explains an aborted response better
+ * than the client does; otherwise an abnormal end means the client left. */
+static ctx_cause_t req_end_cause(const struct req *r,
+				 enum MHD_RequestTerminationCode toe)
+{
+	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
+
+	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		return CTX_CAUSE_COMPLETED;
+	if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+		return CTX_CAUSE_SHUTDOWN;
+	if (child != CTX_CAUSE_NONE && child != CTX_CAUSE_COMPLETED)
+		return child;
+	return CTX_CAUSE_CLIENT_DISCONNECT;
+}
+
 static void front_on_completed(void *cls, struct MHD_Connection *c,
 			       void **con_cls,
 			       enum MHD_RequestTerminationCode toe)
@@ -808,13 +825,8 @@ static void front_on_completed(void *cls, struct MHD_Connection *c,
 	if (!r)
 		return;
 	*con_cls = NULL;
-	if (r->suspended)
-		req_resume(r);            /* cannot happen: MHD holds no suspended */
-	if (r->ctx && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-		ctx_cancel(r->ctx, r->phase == PH_DONE ? CTX_CAUSE_COMPLETED :
-			   CTX_CAUSE_CLIENT_DISCONNECT);
-	else if (r->ctx)
-		ctx_cancel(r->ctx, CTX_CAUSE_COMPLETED);
+	if (r->ctx)
+		ctx_cancel(r->ctx, req_end_cause(r, toe));
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->phase == PH_STREAMING)
 		r->phase = PH_DONE;
 	req_log(r);

@@ -346,11 +346,11 @@ static void fetch_on_done(struct fetch *f, CURLcode rc)
 	f->ended = true;
 	f->ok = rc == CURLE_OK && f->head_done;
 	if (!f->ok) {
-		f->closed_at = ctx_now_ns();
 		if (rc != CURLE_OK)
 			log_msg(LOG_DEBUG, "upstream transfer failed",
 				"error=\"%s\"", curl_easy_strerror(rc));
 		ctx_cancel(f->ctx, fetch_map_error(f, rc));
+		f->closed_at = ctx_now_ns();
 	}
 	fetch_notify(f, PEND_DONE | PEND_BODY | PEND_UPLOAD);
 }

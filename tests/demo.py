@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""demo.py - `make demo`: watch ctxproxy carry a cancellation upstream.
+
+Starts the test backend (build/tests/backend) on 127.0.0.1:19001 and
+ctxproxy with conf/ctxproxy.conf (127.0.0.1:18080), then sends three
+requests over raw sockets:
+
+  a. GET /slow?ms=200          completes with 200
+  b. GET /short/slow?ms=5000   the "short" route's 500 ms budget runs out: 504
+  c. GET /slow?ms=10000        the client hangs up after 1 s
+
+and prints, for (c), a timeline built from the three CLOCK_MONOTONIC
+clocks involved: this script's (time.monotonic_ns), the backend's event
+lines (t=) and ctxproxy's access line (cancel_us, upstream_close_us).
+Everything it starts is stopped on the way out.  Exit status 0 when all
+behaved as specified, 1 (with a message) otherwise.  Python 3 stdlib only.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROXY_BIN = os.path.join("build", "ctxproxy")
+BACKEND_BIN = os.path.join("build", "tests", "backend")
+CONF = os.path.join("conf", "ctxproxy.conf")
+HOST = "127.0.0.1"
+PROXY_PORT = 18080
+BACKEND_PORT = 19001
+READY_S = 5.0        # wait for each process to report it is listening
+REQUEST_S = 5.0      # longest wait for any response
+HANGUP_AFTER_S = 1.0  # request (c): the client closes after this long
+SEEN_CLOSE_S = 2.0   # the backend must see the close within this
+STOP_S = 3.0         # SIGTERM grace before SIGKILL
+
+LOGFMT = re.compile(r'([A-Za-z_][\w.]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+class DemoError(Exception):
+    """Something did not behave; the message says what."""
+
+
+def now_us():
+    """CLOCK_MONOTONIC in microseconds, the clock of the daemon and backend."""
+    return time.monotonic_ns() // 1000
+
+
+def parse_kv(line):
+    """Parse a logfmt / backend event line into a dict (quotes removed)."""
+    out = {}
+    for key, val in LOGFMT.findall(line):
+        if val.startswith('"') and len(val) >= 2:
+            val = re.sub(r'\\(.)', r'\1', val[1:-1])
+        out[key] = val
+    return out
+
+
+class LineLog:
+    """Collects the lines a child writes to one pipe, from a reader thread."""
+
+    def __init__(self, pipe):
+        """Start reading pipe (binary) until EOF."""
+        self.lines = []
+        self.eof = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, pipe):
+        """Thread body: append each line, wake up waiters."""
+        for raw in iter(pipe.readline, b""):
+            with self.cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def mark(self):
+        """Index of the next line; pass it to wait_for as since."""
+        with self.cond:
+            return len(self.lines)
+
+    def wait_for(self, pred, timeout, since=0):
+        """First line from index since on whose parsed fields satisfy pred.
+
+        Returns (line, fields), or None on timeout or EOF."""
+        deadline = time.monotonic() + timeout
+        i = since
+        with self.cond:
+            while True:
+                while i < len(self.lines):
+                    fields = parse_kv(self.lines[i])
+                    if pred(fields, self.lines[i]):
+                        return self.lines[i], fields
+                    i += 1
+                left = deadline - time.monotonic()
+                if self.eof or left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def tail(self, n=8):
+        """The last n lines, for error messages."""
+        with self.cond:
+            return self.lines[-n:]
+
+
+class Child:
+    """A process this demo started, with the pipe it reports on."""
+
+    def __init__(self, name, argv, report_stream):
+        """Start argv in its own session (so Ctrl-C reaches only us)."""
+        self.name = name
+        out = subprocess.PIPE if report_stream == "stdout" else subprocess.DEVNULL
+        err = subprocess.PIPE if report_stream == "stderr" else None
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=out, stderr=err,
+                                     start_new_session=True)
+        self.log = LineLog(getattr(self.proc, report_stream))
+
+    def wait_ready(self, pred, what):
+        """Wait up to READY_S for a line matching pred, or raise."""
+        if self.log.wait_for(pred, READY_S):
+            return
+        code = self.proc.poll()
+        state = f"exited with status {code}" if code is not None else \
+            f"did not report {what} within {READY_S:.0f} s"
+        tail = "\n".join("    " + line for line in self.log.tail())
+        raise DemoError(f"{self.name} {state}" + (f"; its last output:\n{tail}" if tail else ""))
+
+    def stop(self):
+        """SIGTERM, wait up to STOP_S, then SIGKILL; only this pid."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.thread.join(1.0)  # let the reader see EOF before closing
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe:
+                pipe.close()
+
+
+def check_port_free(port, who):
+    """Raise unless 127.0.0.1:port can be bound (nobody listens there)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((HOST, port))
+        s.listen(1)
+    except OSError as e:
+        raise DemoError(f"port {HOST}:{port} (for {who}) is not free: {e.strerror}; "
+                        f"is another ctxproxy/backend running? (`ss -ltnp 'sport = :{port}'`)")
+    finally:
+        s.close()
+
+
+def build_request(path, req_id):
+    """Bytes of a GET for path through the proxy, tagged with req_id."""
+    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{PROXY_PORT}\r\n"
+            f"X-Request-Id: {req_id}\r\nConnection: close\r\n\r\n").encode()
+
+
+def dechunk(body):
+    """Decode a chunked transfer-encoded body (trailers ignored)."""
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += body[:size]
+        body = body[size + 2:]
+    return out
+
+
+def parse_response(data):
+    """(status, headers dict with lower-case names, body) of a raw response."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    if not sep or len(parts) < 2 or not parts[1].isdigit():
+        raise DemoError(f"malformed response: {data[:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = dechunk(body)
+    return int(parts[1]), headers, body
+
+
+def fetch(path, req_id):
+    """Send one request, read to EOF; returns (status, body, sent_us, done_us)."""
+    with socket.create_connection((HOST, PROXY_PORT), timeout=REQUEST_S) as s:
+        sent = now_us()
+        s.sendall(build_request(path, req_id))
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            raise DemoError(f"GET {path}: no complete response within {REQUEST_S:.0f} s")
+        done = now_us()
+    status, _, body = parse_response(data)
+    return status, body, sent, done
+
+
+def send_then_hang_up(path, req_id, after_s):
+    """Send a request, close the socket after_s later; returns (sent_us, closed_us)."""
+    s = socket.create_connection((HOST, PROXY_PORT), timeout=REQUEST_S)
+    try:
+        sent = now_us()
+        s.sendall(build_request(path, req_id))
+        time.sleep(max(0.0, after_s - (now_us() - sent) / 1e6))
+        closed = now_us()
+    finally:
+        s.close()
+    return sent, closed
+
+
+def access_line(proxy, req_id, since, timeout=SEEN_CLOSE_S):
+    """The access line (line, fields) of request req_id, or raise."""
+    hit = proxy.log.wait_for(lambda f, _: f.get("type") == "access" and f.get("id") == req_id,
+                             timeout, since)
+    if not hit:
+        raise DemoError(f"no access log line with id={req_id} within {timeout:.0f} s")
+    return hit
+
+
+def backend_event(backend, since, timeout, **match):
+    """The first backend event (line, fields) from since whose fields match, or None."""
+    return backend.log.wait_for(
+        lambda f, _: all(f.get(k) == str(v) for k, v in match.items()), timeout, since)
+
+
+def backend_request(backend, upstream_path, since):
+    """The backend's ev=request fields for upstream_path, or raise."""
+    hit = backend_event(backend, since, REQUEST_S, ev="request", path=upstream_path)
+    if not hit:
+        raise DemoError(f"the backend never received GET {upstream_path}")
+    return hit[1]
+
+
+def start_all():
+    """Check the ports, start backend and proxy, wait until both listen."""
+    for path in (PROXY_BIN, BACKEND_BIN):
+        if not os.access(os.path.join(ROOT, path), os.X_OK):
+            raise DemoError(f"{path} is missing; run `make {PROXY_BIN} {BACKEND_BIN}` first")
+    if not os.path.exists(os.path.join(ROOT, CONF)):
+        raise DemoError(f"{CONF} is missing")
+    check_port_free(BACKEND_PORT, "the backend")
+    check_port_free(PROXY_PORT, "ctxproxy")
+    children = []
+    backend = Child("backend", [BACKEND_BIN, "-p", str(BACKEND_PORT)], "stdout")
+    children.append(backend)
+    proxy = None
+    try:
+        backend.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
+        proxy = Child("ctxproxy", [PROXY_BIN, "-c", CONF], "stderr")
+        children.append(proxy)
+        proxy.wait_ready(lambda f, _: f.get("msg") == "listening", "msg=listening")
+    except BaseException:
+        stop_all(children)
+        raise
+    return backend, proxy
+
+
+def stop_all(children):
+    """Stop the children, the last started first."""
+    for child in reversed(children):
+        if child:
+            child.stop()
+
+
+def demo_completes(backend, proxy):
+    """Request (a): a slow but successful request; returns its access line."""
+    print("[a] GET /slow?ms=200 - completes")
+    since = proxy.log.mark()
+    status, body, sent, done = fetch("/slow?ms=200", "demo-a")
+    print(f"    HTTP {status} after {(done - sent) / 1000:.1f} ms, body {body.decode(errors='replace').strip()!r}")
+    if status != 200:
+        raise DemoError(f"(a) expected 200, got {status}")
+    return access_line(proxy, "demo-a", since)[0]
+
+
+def demo_deadline(backend, proxy):
+    """Request (b): the route's 500 ms budget runs out; returns its access line."""
+    print("\n[b] GET /short/slow?ms=5000 - route \"short\" has a 500 ms budget")
+    bsince, psince = backend.log.mark(), proxy.log.mark()
+    status, _, sent, done = fetch("/short/slow?ms=5000", "demo-b")
+    print(f"    HTTP {status} after {(done - sent) / 1000:.1f} ms")
+    if status != 504:
+        raise DemoError(f"(b) expected 504 once the 500 ms budget ran out, got {status}")
+    req = backend_request(backend, "/slow?ms=5000", bsince)
+    hit = backend_event(backend, bsince, SEEN_CLOSE_S, ev="cancelled", req=req["req"])
+    if not hit:
+        raise DemoError(f"(b) the backend did not see its connection close within {SEEN_CLOSE_S:.0f} s")
+    print(f"    backend: {hit[0]}")
+    line, fields = access_line(proxy, "demo-b", psince)
+    if fields.get("cause") != "deadline_exceeded":
+        raise DemoError(f"(b) expected cause=deadline_exceeded, got {fields.get('cause')}")
+    return line
+
+
+def demo_hangup(backend, proxy):
+    """Request (c): the client hangs up after 1 s; prints the timeline."""
+    print(f"\n[c] GET /slow?ms=10000 - the client hangs up after {HANGUP_AFTER_S:g} s")
+    bsince, psince = backend.log.mark(), proxy.log.mark()
+    sent, closed = send_then_hang_up("/slow?ms=10000", "demo-c", HANGUP_AFTER_S)
+    req = backend_request(backend, "/slow?ms=10000", bsince)
+    left = SEEN_CLOSE_S - (now_us() - closed) / 1e6
+    seen = backend_event(backend, bsince, max(0.0, left), ev="cancelled", req=req["req"])
+    if not seen or int(seen[1]["t"]) - closed > SEEN_CLOSE_S * 1e6:
+        raise DemoError(f"(c) the backend did not see its connection close within "
+                        f"{SEEN_CLOSE_S:.0f} s of the client's")
+    gone = backend_event(backend, bsince, 1.0, ev="close", conn=req["conn"])
+    line, acc = access_line(proxy, "demo-c", psince)
+    if acc.get("cause") != "client_disconnect" or acc.get("status") != "499":
+        raise DemoError(f"(c) expected status=499 cause=client_disconnect, got "
+                        f"status={acc.get('status')} cause={acc.get('cause')}")
+    for key in ("cancel_us", "upstream_close_us"):
+        if not acc.get(key, "").isdigit():
+            raise DemoError(f"(c) the access line has no {key}")
+    cancel, upclose, saw = int(acc["cancel_us"]), int(acc["upstream_close_us"]), int(seen[1]["t"])
+    rows = [
+        (sent, "client sent the request"),
+        (int(req["t"]), f"backend received it (conn={req['conn']} req={req['req']})"),
+        (closed, "client closed its socket"),
+        (cancel, f"ctxproxy cancelled the context (cause={acc['cause']} phase={acc['phase']})"),
+        (upclose, "ctxproxy closed the upstream connection"),
+        (saw, f"backend saw the close (ev=cancelled phase={seen[1].get('phase')})"),
+    ]
+    if gone:
+        rows.append((int(gone[1]["t"]), f"backend closed its socket (ev=close by={gone[1].get('by')})"))
+    print(f"    {'ms':>10}  event")
+    for t, what in rows:
+        print(f"    {(t - sent) / 1000:10.3f}  {what}")
+    print(f"    client close -> proxy cancel {(cancel - closed) / 1000:.3f} ms, "
+          f"proxy cancel -> backend close {(saw - cancel) / 1000:.3f} ms, "
+          f"total {(saw - closed) / 1000:.3f} ms")
+    return line
+
+
+def run():
+    """Start everything, run the three requests, print the access lines."""
+    backend, proxy = start_all()
+    try:
+        print(f"ctxproxy demo: cancellation from client to upstream\n"
+              f"    backend {HOST}:{BACKEND_PORT} (pid {backend.proc.pid}), "
+              f"ctxproxy {HOST}:{PROXY_PORT} (pid {proxy.proc.pid}, {CONF})\n")
+        lines = [demo_completes(backend, proxy), demo_deadline(backend, proxy),
+                 demo_hangup(backend, proxy)]
+        print("\naccess log")
+        for line in lines:
+            print(f"    {line}")
+    finally:
+        stop_all([backend, proxy])
+    print("\ndemo OK")
+
+
+def on_sigterm(signum, frame):
+    """Turn SIGTERM into SystemExit so the finally blocks stop the children."""
+    sys.exit(128 + signum)
+
+
+def main():
+    """Entry point: 0 on success, 1 on a failed check, 130 on Ctrl-C."""
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        run()
+    except DemoError as e:
+        sys.stdout.flush()
+        print(f"\ndemo FAILED: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
