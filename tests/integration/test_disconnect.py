@@ -1,0 +1,86 @@
+"""test_disconnect.py - a client hang-up in each phase reaches the backend promptly."""
+
+from harness import ProxyTest
+
+# The contract's target is ~2 ms on an idle machine; this bound leaves room for load.
+PROPAGATION_US = 100_000
+
+
+class ClientDisconnect(ProxyTest):
+    """Client closes (FIN) or aborts (RST) while uploading, waiting or streaming."""
+
+    def _check_propagation(self, backend, proxy, req, closed_at, path, phase, backend_phase):
+        """Backend saw the upstream close soon after closed_at; access line says why."""
+        end = backend.wait_conn_end(req["conn"])
+        self.assertLess(end["t"] - closed_at, PROPAGATION_US,
+                        "backend saw the close %.1f ms after the client's"
+                        % ((end["t"] - closed_at) / 1000))
+        cancelled = backend.wait(ev="cancelled", conn=req["conn"], req=req["req"])
+        self.assertEqual(cancelled["phase"], backend_phase)
+        line = proxy.access(path)
+        self.assertAccess(line, status=499, cause="client_disconnect", phase=phase)
+        for key in ("cancel_us", "upstream_close_us"):
+            self.assertIn(key, line, "access line lacks %s" % key)
+        cancel_us = int(line["cancel_us"])
+        self.assertWithin(cancel_us - closed_at, -1000, PROPAGATION_US,
+                          "cancel_us - client close (us)")
+        self.assertWithin(int(line["upstream_close_us"]) - cancel_us, 0, PROPAGATION_US,
+                          "upstream_close_us - cancel_us (us)")
+
+    def _hangup_uploading(self, rst):
+        backend, proxy = self.setup_pair()
+        c = self.client(proxy)
+        c.send_request("POST", "/upload", [("Content-Length", str(1 << 20))],
+                       body=None)
+        c.send(b"u" * 65536)
+        req = backend.wait_request("/upload")
+        closed_at = c.reset() if rst else c.close()
+        self._check_propagation(backend, proxy, req, closed_at, "/upload",
+                                "uploading", "reading_body")
+        self.assertEqual(backend.find(ev="body_done", conn=req["conn"]), [],
+                         "backend got the whole body of a 1 MiB upload that was cut off")
+
+    def _hangup_awaiting(self, rst, path):
+        backend, proxy = self.setup_pair()
+        c = self.client(proxy)
+        c.send_request("GET", path)
+        req = backend.wait_request(path.split("?")[0])
+        backend.wait(ev="body_done", conn=req["conn"], req=req["req"])
+        closed_at = c.reset() if rst else c.close()
+        self._check_propagation(backend, proxy, req, closed_at, path,
+                                "awaiting_headers", "before_response")
+
+    def _hangup_streaming(self, rst):
+        backend, proxy = self.setup_pair()
+        path = "/stream?chunks=1000&size=100&interval_ms=20"
+        c = self.client(proxy)
+        c.send_request("GET", path)
+        resp = c.read_head()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(len(c.read_chunk()), 100)
+        req = backend.wait_request("/stream")
+        closed_at = c.reset() if rst else c.close()
+        self._check_propagation(backend, proxy, req, closed_at, path,
+                                "streaming", "sending_body")
+        self.assertEqual(backend.find(ev="done", conn=req["conn"]), [])
+
+    def test_hangup_uploading_fin(self):
+        self._hangup_uploading(rst=False)
+
+    def test_hangup_uploading_rst(self):
+        self._hangup_uploading(rst=True)
+
+    def test_hangup_awaiting_headers_fin(self):
+        self._hangup_awaiting(False, "/hang")
+
+    def test_hangup_awaiting_headers_rst(self):
+        self._hangup_awaiting(True, "/hang")
+
+    def test_hangup_awaiting_headers_slow_fin(self):
+        self._hangup_awaiting(False, "/slow?ms=10000")
+
+    def test_hangup_streaming_fin(self):
+        self._hangup_streaming(rst=False)
+
+    def test_hangup_streaming_rst(self):
+        self._hangup_streaming(rst=True)
