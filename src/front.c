@@ -479,25 +479,81 @@ static ctx_t *req_new_ctx(struct req *r)
 	return ctx_with_cancel(r->fr->env.root);
 }
 
-static int64_t req_body_len(struct req *r)
-{
-	const char *cl, *te;
-	char *end;
-	long long n;
+#define REQ_MAX_FIELDS 128
 
-	te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-					 "Transfer-Encoding");
-	if (te)
-		return FETCH_BODY_CHUNKED;
-	cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-					 "Content-Length");
-	if (!cl)
-		return -1;
-	errno = 0;
-	n = strtoll(cl, &end, 10);
-	if (errno || *end || n < 0)
+struct field_vec {
+	struct headers_field f[REQ_MAX_FIELDS];
+	size_t n;
+	bool overflow;
+};
+
+static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind,
+				     const char *key, size_t key_size,
+				     const char *value, size_t value_size)
+{
+	struct field_vec *v = cls;
+
+	(void)kind;
+	if (v->n == REQ_MAX_FIELDS) {
+		v->overflow = true;
+		return MHD_NO;
+	}
+	v->f[v->n].name = key ? key : "";
+	v->f[v->n].name_len = key ? key_size : 0;
+	v->f[v->n].value = value ? value : "";
+	v->f[v->n].value_len = value ? value_size : 0;
+	v->n++;
+	return MHD_YES;
+}
+
+/* SPEC §6: refuse what libmicrohttpd lets through, before anything goes
+ * upstream.  Returns the body length, FETCH_BODY_CHUNKED, -1 for none, or
+ * REQ_BODY_BAD with r->err_msg set. */
+/* The head as MHD left it in its read buffer: from the end of the request
+ * line (method and version point into it) to the end of the head. */
+static int req_check_layout(struct req *r, const char *method,
+			    const char *version, const struct field_vec *v)
+{
+	const union MHD_ConnectionInfo *ci;
+	const char *from = version + strlen(version);
+
+	ci = MHD_get_connection_info(r->conn,
+				     MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	if (!ci || from < method || ci->header_size < (size_t)(from - method))
+		return 0;                 /* not the layout we know: skip */
+	return headers_check_layout(from, method + ci->header_size, v->f, v->n,
+				    &r->err_msg);
+}
+
+static int64_t req_check_head(struct req *r, const char *method,
+			      const char *version)
+{
+	struct headers_framing fr;
+	struct field_vec *v = malloc(sizeof(*v));
+	int rc;
+
+	if (!v) {
+		r->err_msg = "out of memory";
 		return REQ_BODY_BAD;
-	return n;
+	}
+	v->n = 0;
+	v->overflow = false;
+	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, collect_field, v);
+	rc = headers_check_target(r->uri, &r->err_msg);
+	if (rc == 0 && v->overflow) {
+		r->err_msg = "too many header fields";
+		rc = -EINVAL;
+	}
+	if (rc == 0)
+		rc = req_check_layout(r, method, version, v);
+	if (rc == 0)
+		rc = headers_check_request(version, v->f, v->n, &fr, &r->err_msg);
+	free(v);
+	if (rc < 0)
+		return REQ_BODY_BAD;
+	if (fr.chunked)
+		return FETCH_BODY_CHUNKED;
+	return fr.content_length;
 }
 
 static int req_start_fetch(struct req *r, int64_t body_len)
@@ -539,7 +595,7 @@ static int req_start_fetch(struct req *r, int64_t body_len)
 /* ---- the access handler, in its three stages ---- */
 
 static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
-				   const char *method);
+				   const char *method, const char *version);
 
 static void req_decide_error(struct req *r, int64_t body_len)
 {
@@ -559,7 +615,6 @@ static void req_decide_error(struct req *r, int64_t body_len)
 	}
 	if (body_len == REQ_BODY_BAD) {
 		r->err_status = 400;
-		r->err_msg = "bad content-length";
 		return;
 	}
 	if (body_len > cfg->max_body_bytes) {
@@ -583,9 +638,10 @@ static bool err_closes(int status)
 	return status == 400 || status == 503 || status == 413;
 }
 
-static enum MHD_Result req_begin(struct req *r)
+static enum MHD_Result req_begin(struct req *r, const char *method,
+				 const char *version)
 {
-	int64_t body_len = req_body_len(r);
+	int64_t body_len = req_check_head(r, method, version);
 
 	req_decide_error(r, body_len);
 	r->body_expected = body_len > 0 || body_len == FETCH_BODY_CHUNKED;
@@ -668,7 +724,6 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 	struct req *r = *con_cls;
 
 	(void)url;
-	(void)version;
 	if (!r) {
 		r = calloc(1, sizeof(*r));
 		if (!r)
@@ -684,7 +739,7 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 			fr->reqs->prev = r;
 		fr->reqs = r;
 		atomic_fetch_add_explicit(&fr->inflight, 1, memory_order_relaxed);
-		return front_begin(r, c, method);
+		return front_begin(r, c, method, version);
 	}
 	if (*upload_data_size)
 		return req_upload(r, upload_data, upload_data_size);
@@ -710,7 +765,7 @@ static int conn_fd(struct MHD_Connection *c)
 }
 
 static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
-				   const char *method)
+				   const char *method, const char *version)
 {
 	struct fconn *fc = conn_of(c);
 
@@ -723,7 +778,7 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 	r->hup.fd = conn_fd(c);
 	r->hup.fn = req_on_hup;
 	r->hup.data = r;
-	return req_begin(r);
+	return req_begin(r, method, version);
 }
 
 static void *front_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
@@ -782,7 +837,9 @@ static void req_log(struct req *r)
 	a.method = r->method;
 	a.path = r->uri;
 	a.route = r->route ? r->route->name : NULL;
-	a.status = cause == CTX_CAUSE_CLIENT_DISCONNECT ? 499 : r->status;
+	/* No answer went out: the client left (or was dropped) first. */
+	a.status = cause == CTX_CAUSE_CLIENT_DISCONNECT || !r->status ?
+		499 : r->status;
 	a.upstream_status = r->fetch ? fetch_status(r->fetch) : 0;
 	a.bytes_in = r->bytes_in;
 	a.bytes_out = r->bytes_out;

@@ -1,4 +1,5 @@
 /* headers.c - HTTP header field rules shared by both hops. */
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -33,4 +34,207 @@ bool headers_list_has(const char *list, const char *name)
 		p += tok;
 	}
 	return false;
+}
+
+bool headers_is_token(const char *s, size_t n)
+{
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+	size_t i;
+	unsigned char c;
+
+	if (n == 0)
+		return false;
+	for (i = 0; i < n; i++) {
+		c = (unsigned char)s[i];
+		if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+		    (c >= 'A' && c <= 'Z'))
+			continue;
+		if (c == '\0' || !strchr(extra, c))
+			return false;
+	}
+	return true;
+}
+
+static bool name_is(const struct headers_field *f, const char *name)
+{
+	return f->name_len == strlen(name) &&
+	       strncasecmp(f->name, name, f->name_len) == 0;
+}
+
+/* Parse a Content-Length value: digits only (no sign, no list), at most
+ * 18 of them so it cannot overflow. */
+static bool parse_length(const char *v, size_t n, long long *out)
+{
+	long long x = 0;
+	size_t i;
+
+	if (n == 0 || n > 18)
+		return false;
+	for (i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return false;
+		x = x * 10 + (v[i] - '0');
+	}
+	*out = x;
+	return true;
+}
+
+static int field_check(const struct headers_field *f, const char **why)
+{
+	if (!headers_is_token(f->name, f->name_len)) {
+		*why = "bad header name";
+		return -EINVAL;
+	}
+	if (memchr(f->value, '\r', f->value_len) ||
+	    memchr(f->value, '\n', f->value_len) ||
+	    memchr(f->value, '\0', f->value_len)) {
+		*why = "bad header value";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Content-Length and Transfer-Encoding: one framing, unambiguous. */
+static int framing_add(const struct headers_field *f,
+		       struct headers_framing *fr, int *nte, const char **why)
+{
+	long long len;
+
+	if (name_is(f, "content-length")) {
+		if (!parse_length(f->value, f->value_len, &len) ||
+		    (fr->content_length >= 0 && fr->content_length != len)) {
+			*why = "bad content-length";
+			return -EINVAL;
+		}
+		fr->content_length = len;
+	} else if (name_is(f, "transfer-encoding")) {
+		(*nte)++;
+		if (f->value_len != 7 ||
+		    strncasecmp(f->value, "chunked", 7) != 0) {
+			*why = "unsupported transfer-encoding";
+			return -EINVAL;
+		}
+		fr->chunked = true;
+	}
+	return 0;
+}
+
+int headers_check_request(const char *version, const struct headers_field *f,
+			  size_t n, struct headers_framing *fr, const char **why)
+{
+	int nhost = 0, nte = 0;
+	size_t i;
+
+	fr->content_length = -1;
+	fr->chunked = false;
+	for (i = 0; i < n; i++) {
+		if (field_check(&f[i], why) < 0 ||
+		    framing_add(&f[i], fr, &nte, why) < 0)
+			return -EINVAL;
+		if (name_is(&f[i], "host"))
+			nhost++;
+	}
+	if (nte > 1) {
+		*why = "repeated transfer-encoding";
+		return -EINVAL;
+	}
+	if (fr->chunked && fr->content_length >= 0) {
+		*why = "both content-length and transfer-encoding";
+		return -EINVAL;
+	}
+	if (nhost > 1 || (nhost == 0 && version &&
+			  strcmp(version, "HTTP/1.0") != 0)) {
+		*why = nhost ? "repeated host" : "missing host";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A path segment that is "." or "..", literally or as %2e. */
+static bool segment_is_dots(const char *s, size_t n)
+{
+	size_t dots = 0, i = 0;
+
+	while (i < n) {
+		if (s[i] == '.') {
+			i++;
+		} else if (n - i >= 3 && s[i] == '%' && s[i + 1] == '2' &&
+			   (s[i + 2] == 'e' || s[i + 2] == 'E')) {
+			i += 3;
+		} else {
+			return false;
+		}
+		dots++;
+	}
+	return dots == 1 || dots == 2;
+}
+
+int headers_check_target(const char *target, const char **why)
+{
+	const char *p, *seg;
+	size_t len;
+
+	if (!target || target[0] != '/') {
+		*why = "bad request target";
+		return -EINVAL;
+	}
+	for (p = target; *p; p++) {
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p == 0x7f) {
+			*why = "bad request target";
+			return -EINVAL;
+		}
+	}
+	len = strcspn(target, "?#");
+	for (seg = target + 1; seg <= target + len; ) {
+		p = memchr(seg, '/', (size_t)(target + len - seg));
+		if (!p)
+			p = target + len;
+		if (segment_is_dots(seg, (size_t)(p - seg))) {
+			*why = "dot-segment in path";
+			return -EINVAL;
+		}
+		seg = p + 1;
+	}
+	return 0;
+}
+
+static bool gap_is_blank(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if (*p != '\0' && *p != ' ' && *p != '\t')
+			return false;
+	return true;
+}
+
+/* [s, s + n) must start at or after *p, end by `end`, and only blanks may
+ * lie between *p and s; *p then moves past it. */
+static bool span_next(const char **p, const char *end, const char *s,
+		      size_t n)
+{
+	if (s < *p || s > end || n > (size_t)(end - s) || !gap_is_blank(*p, s))
+		return false;
+	*p = s + n;
+	return true;
+}
+
+int headers_check_layout(const char *from, const char *end,
+			 const struct headers_field *f, size_t n,
+			 const char **why)
+{
+	const char *p = from;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!span_next(&p, end, f[i].name, f[i].name_len))
+			goto bad;
+		/* An empty value may live anywhere (a static ""). */
+		if (f[i].value_len && !span_next(&p, end, f[i].value,
+						 f[i].value_len))
+			goto bad;
+	}
+	if (gap_is_blank(p, end))
+		return 0;
+bad:
+	*why = "malformed header block";
+	return -EINVAL;
 }

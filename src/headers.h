@@ -16,4 +16,48 @@ bool headers_hop_by_hop(const char *name);
  * names `name`, case-insensitively. */
 bool headers_list_has(const char *list, const char *name);
 
+
+/* One request header field as received, lengths included (a value may hold
+ * bytes a C string cannot show, such as NUL). */
+struct headers_field {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+};
+
+/* How the request body is framed, once the head has been checked. */
+struct headers_framing {
+	long long content_length;   /* -1 when absent */
+	bool chunked;               /* Transfer-Encoding: chunked */
+};
+
+/* Check a request head against RFC 9112's musts that libmicrohttpd 0.9.75
+ * does not enforce: header names are tokens; values hold no CR, LF or NUL;
+ * not both Content-Length and Transfer-Encoding; Content-Lengths are
+ * digits and all equal; Transfer-Encoding is exactly "chunked"; HTTP/1.1
+ * has exactly one Host.  `version` is "HTTP/1.1" or "HTTP/1.0".  Returns 0
+ * and fills *fr, or -EINVAL with *why set to a short static reason. */
+int headers_check_request(const char *version, const struct headers_field *f,
+			  size_t n, struct headers_framing *fr, const char **why);
+
+/* Check a raw request target: origin-form ("/..."), no control bytes or
+ * spaces, and no "." or ".." path segment, also when spelled with %2e.
+ * Returns 0 or -EINVAL with *why set. */
+int headers_check_target(const char *target, const char **why);
+
+/* True when s (of length n) is a non-empty RFC 9110 token. */
+bool headers_is_token(const char *s, size_t n);
+
+/* libmicrohttpd 0.9.75 parses a request head in place, replacing each
+ * colon, CR and LF with NUL; what it cannot parse it drops (an empty
+ * name), cuts (a value with a NUL) or copies elsewhere (an obs-fold), all
+ * silently.  Given the head's bytes [from, end) after the request line and
+ * its fields in arrival order, check that every field lies inside it, in
+ * order, and that nothing but NUL, space and tab lies between them.
+ * Returns 0 or -EINVAL with *why set. */
+int headers_check_layout(const char *from, const char *end,
+			 const struct headers_field *f, size_t n,
+			 const char **why);
+
 #endif
