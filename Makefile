@@ -28,23 +28,32 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 TEST_PROGS := $(B)/tests/backend
 
-.PHONY: all check unit integration demo install clean bench deps
+.PHONY: all check check-valgrind unit demo install clean bench deps
 
 all: deps $(B)/ctxproxy
 
 deps:
 	@scripts/deps.sh build
 
-$(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
+# Rebuild everything when the flags change (e.g. SANITIZE= on or off).
+FLAGS_STAMP := $(B)/.flags
+$(FLAGS_STAMP): FORCE | $(B)/obj
+	@echo '$(ALL_CFLAGS) $(ALL_LDFLAGS)' | cmp -s - $@ || \
+		echo '$(ALL_CFLAGS) $(ALL_LDFLAGS)' > $@
+
+.PHONY: FORCE
+FORCE:
+
+$(B)/obj/%.o: src/%.c $(wildcard src/*.h) $(FLAGS_STAMP) | $(B)/obj
 	$(CC) $(ALL_CFLAGS) -MMD -c -o $@ $<
 
 $(B)/ctxproxy: $(OBJS)
 	$(CC) -o $@ $(OBJS) $(ALL_LDFLAGS) $(PKG_LIBS)
 
-$(B)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS) | $(B)/tests
+$(B)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS) $(FLAGS_STAMP) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(PKG_LIBS) -lcmocka
 
-$(B)/tests/%: tests/%.c | $(B)/tests
+$(B)/tests/%: tests/%.c $(FLAGS_STAMP) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
 
 $(B)/obj $(B)/tests:
@@ -53,7 +62,13 @@ $(B)/obj $(B)/tests:
 check:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory $(B)/ctxproxy $(UNIT_BINS) $(TEST_PROGS)
-	@scripts/check.sh $(UNIT_BINS)
+	@SANITIZE=$(SANITIZE) scripts/check.sh $(UNIT_BINS)
+
+# The integration suite with every daemon under valgrind (slow: not in CI).
+check-valgrind:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(TEST_PROGS)
+	@CTXPROXY_VALGRIND=1 python3 tests/integration/run.py
 
 unit: $(UNIT_BINS)
 	@scripts/check.sh --unit-only $(UNIT_BINS)

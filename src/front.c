@@ -338,147 +338,6 @@ static const struct fetch_ops req_fetch_ops = {
 
 /* ---- starting the upstream fetch ---- */
 
-static bool header_skip_upstream(const char *name, const char *conn_tokens)
-{
-	static const char *const own[] = {
-		"host", "expect", "x-request-id", "x-forwarded-for",
-		"x-forwarded-proto", "x-forwarded-host", "via",
-	};
-	size_t i;
-
-	if (headers_hop_by_hop(name))
-		return true;
-	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-		if (strcasecmp(name, own[i]) == 0)
-			return true;
-	return conn_tokens && headers_list_has(conn_tokens, name);
-}
-
-struct hdr_walk {
-	struct curl_slist *list;
-	const char *conn_tokens;
-	const char *deadline_header;
-	const char *xff;
-	bool accept_seen, failed;
-};
-
-static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
-				      const char *key, const char *value)
-{
-	struct hdr_walk *hw = cls;
-	struct curl_slist *l;
-	char line[FRONT_URL_MAX];
-
-	(void)kind;
-	if (!key || !value || header_skip_upstream(key, hw->conn_tokens))
-		return MHD_YES;
-	if (hw->deadline_header && strcasecmp(key, hw->deadline_header) == 0)
-		return MHD_YES;
-	if (strcasecmp(key, "x-forwarded-for") == 0)
-		return MHD_YES;
-	if (strcasecmp(key, "accept") == 0)
-		hw->accept_seen = true;
-	snprintf(line, sizeof(line), "%s: %s", key, value);
-	l = curl_slist_append(hw->list, line);
-	if (!l) {
-		hw->failed = true;
-		return MHD_NO;
-	}
-	hw->list = l;
-	return MHD_YES;
-}
-
-static struct curl_slist *slist_addf(struct curl_slist *l, bool *failed,
-				     const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static struct curl_slist *slist_addf(struct curl_slist *l, bool *failed,
-				     const char *fmt, ...)
-{
-	struct curl_slist *n;
-	char line[FRONT_URL_MAX];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	n = curl_slist_append(l, line);
-	if (!n) {
-		*failed = true;
-		return l;
-	}
-	return n;
-}
-
-/* The upstream request's header list: the client's end-to-end fields and
- * the ones the proxy sets itself. */
-static struct curl_slist *req_upstream_headers(struct req *r)
-{
-	const struct config *cfg = r->fr->env.cfg;
-	struct hdr_walk hw = { 0 };
-	const char *host;
-	char ip[64];
-	size_t iplen;
-
-	hw.conn_tokens = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-						     "Connection");
-	hw.deadline_header = cfg->deadline_header;
-	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &hw);
-	host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
-	hw.xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-					     "X-Forwarded-For");
-	/* The address alone: "[v6]:port" or "v4:port" without the port. */
-	if (r->client[0] == '[')
-		iplen = strcspn(r->client + 1, "]");
-	else
-		iplen = strcspn(r->client, ":");
-	snprintf(ip, sizeof(ip), "%.*s", (int)iplen,
-		 r->client + (r->client[0] == '['));
-	if (!hw.accept_seen)
-		hw.list = slist_addf(hw.list, &hw.failed, "Accept:");
-	hw.list = slist_addf(hw.list, &hw.failed, "Expect:");
-	if (host && r->route->preserve_host)
-		hw.list = slist_addf(hw.list, &hw.failed, "Host: %s", host);
-	hw.list = slist_addf(hw.list, &hw.failed, "X-Request-Id: %s", r->id);
-	if (hw.xff)
-		hw.list = slist_addf(hw.list, &hw.failed,
-				     "X-Forwarded-For: %s, %s", hw.xff, ip);
-	else
-		hw.list = slist_addf(hw.list, &hw.failed,
-				     "X-Forwarded-For: %s", ip);
-	hw.list = slist_addf(hw.list, &hw.failed, "X-Forwarded-Proto: http");
-	if (host)
-		hw.list = slist_addf(hw.list, &hw.failed,
-				     "X-Forwarded-Host: %s", host);
-	hw.list = slist_addf(hw.list, &hw.failed, "Via: 1.1 ctxproxy");
-	if (hw.failed) {
-		curl_slist_free_all(hw.list);
-		return NULL;
-	}
-	return hw.list;
-}
-
-/* A valid client deadline (1 ms .. one day) bounds the request context. */
-static ctx_t *req_new_ctx(struct req *r)
-{
-	const char *name = r->fr->env.cfg->deadline_header;
-	const char *v = NULL;
-	char *end;
-	long long ms;
-
-	if (name && *name)
-		v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
-	if (v && *v >= '0' && *v <= '9') {
-		errno = 0;
-		ms = strtoll(v, &end, 10);
-		if (!errno && !*end && ms > 0 && ms <= FRONT_DEADLINE_MAX_MS)
-			return ctx_with_deadline(r->fr->env.root,
-						 r->t0 + ms * 1000000,
-						 CTX_CAUSE_DEADLINE_EXCEEDED);
-	}
-	return ctx_with_cancel(r->fr->env.root);
-}
-
 #define REQ_MAX_FIELDS 128
 
 struct field_vec {
@@ -509,6 +368,80 @@ static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind,
 /* SPEC §6: refuse what libmicrohttpd lets through, before anything goes
  * upstream.  Returns the body length, FETCH_BODY_CHUNKED, -1 for none, or
  * REQ_BODY_BAD with r->err_msg set. */
+/* curl takes "Name: value" lines; "Name:" alone removes its own. */
+static int slist_emit(void *arg, const char *name, size_t name_len,
+		      const char *value, size_t value_len)
+{
+	struct curl_slist **list = arg, *l;
+	size_t len = name_len + value_len + 3;
+	char stack[1024], *line = len <= sizeof(stack) ? stack : malloc(len);
+
+	if (!line)
+		return -ENOMEM;
+	memcpy(line, name, name_len);
+	line[name_len] = ':';
+	line[name_len + 1] = value_len ? ' ' : '\0';
+	memcpy(line + name_len + 2, value, value_len);
+	line[len - 1] = '\0';
+	l = curl_slist_append(*list, line);
+	if (line != stack)
+		free(line);
+	if (!l)
+		return -ENOMEM;
+	*list = l;
+	return 0;
+}
+
+/* The client's address without the port, for X-Forwarded-For. */
+static void req_client_ip(const struct req *r, char *ip, size_t len)
+{
+	bool v6 = r->client[0] == '[';
+	size_t n = v6 ? strcspn(r->client + 1, "]") : strcspn(r->client, ":");
+
+	snprintf(ip, len, "%.*s", (int)n, r->client + v6);
+}
+
+static struct curl_slist *req_upstream_headers(struct req *r,
+					       const struct field_vec *v)
+{
+	struct headers_upstream u = { 0 };
+	struct curl_slist *list = NULL;
+	char ip[INET6_ADDRSTRLEN + 2];
+
+	req_client_ip(r, ip, sizeof(ip));
+	u.host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+	u.preserve_host = r->route->preserve_host;
+	u.client_ip = ip;
+	u.request_id = r->id;
+	u.deadline_header = r->fr->env.cfg->deadline_header;
+	if (headers_rewrite_request(v->f, v->n, &u, slist_emit, &list) < 0) {
+		curl_slist_free_all(list);
+		return NULL;
+	}
+	return list;
+}
+
+/* A valid client deadline (1 ms .. one day) bounds the request context. */
+static ctx_t *req_new_ctx(struct req *r)
+{
+	const char *name = r->fr->env.cfg->deadline_header;
+	const char *v = NULL;
+	char *end;
+	long long ms;
+
+	if (name && *name)
+		v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+	if (v && *v >= '0' && *v <= '9') {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!errno && !*end && ms > 0 && ms <= FRONT_DEADLINE_MAX_MS)
+			return ctx_with_deadline(r->fr->env.root,
+						 r->t0 + ms * 1000000,
+						 CTX_CAUSE_DEADLINE_EXCEEDED);
+	}
+	return ctx_with_cancel(r->fr->env.root);
+}
+
 /* The head as MHD left it in its read buffer: from the end of the request
  * line (method and version point into it) to the end of the head. */
 static int req_check_layout(struct req *r, const char *method,
@@ -526,16 +459,11 @@ static int req_check_layout(struct req *r, const char *method,
 }
 
 static int64_t req_check_head(struct req *r, const char *method,
-			      const char *version)
+			      const char *version, struct field_vec *v)
 {
 	struct headers_framing fr;
-	struct field_vec *v = malloc(sizeof(*v));
 	int rc;
 
-	if (!v) {
-		r->err_msg = "out of memory";
-		return REQ_BODY_BAD;
-	}
 	v->n = 0;
 	v->overflow = false;
 	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, collect_field, v);
@@ -548,7 +476,6 @@ static int64_t req_check_head(struct req *r, const char *method,
 		rc = req_check_layout(r, method, version, v);
 	if (rc == 0)
 		rc = headers_check_request(version, v->f, v->n, &fr, &r->err_msg);
-	free(v);
 	if (rc < 0)
 		return REQ_BODY_BAD;
 	if (fr.chunked)
@@ -556,7 +483,8 @@ static int64_t req_check_head(struct req *r, const char *method,
 	return fr.content_length;
 }
 
-static int req_start_fetch(struct req *r, int64_t body_len)
+static int req_start_fetch(struct req *r, int64_t body_len,
+			   const struct field_vec *v)
 {
 	struct fetch_request rq = { 0 };
 	char url[FRONT_URL_MAX];
@@ -582,7 +510,7 @@ static int req_start_fetch(struct req *r, int64_t body_len)
 	ctx_watch(r->child, &r->ctx_watch, req_on_cancel, r);
 	rq.method = r->method;
 	rq.url = url;
-	rq.headers = req_upstream_headers(r);
+	rq.headers = req_upstream_headers(r, v);
 	if (!rq.headers)
 		return -ENOMEM;
 	rq.body_len = body_len;
@@ -641,21 +569,27 @@ static bool err_closes(int status)
 static enum MHD_Result req_begin(struct req *r, const char *method,
 				 const char *version)
 {
-	int64_t body_len = req_check_head(r, method, version);
+	struct field_vec *v = malloc(sizeof(*v));
+	int64_t body_len;
+	int rc = -1;
 
+	if (!v)
+		return MHD_NO;
+	body_len = req_check_head(r, method, version, v);
 	req_decide_error(r, body_len);
 	r->body_expected = body_len > 0 || body_len == FETCH_BODY_CHUNKED;
+	if (!r->err_status) {
+		rc = req_start_fetch(r, body_len, v);
+		if (rc < 0) {
+			r->err_status = 502;
+			r->err_msg = "cannot start upstream request";
+		}
+	}
+	free(v);
 	if (r->err_status) {
-		/* With a body unread, answer now: MHD then closes. */
+		/* With a body unread (or unknown), answer now: MHD then closes. */
 		if (r->body_expected || body_len == REQ_BODY_BAD)
 			return req_reply(r, r->err_status, r->err_msg, true);
-		return MHD_YES;
-	}
-	if (req_start_fetch(r, body_len == REQ_BODY_BAD ? -1 : body_len) < 0) {
-		r->err_status = 502;
-		r->err_msg = "cannot start upstream request";
-		if (r->body_expected)
-			return req_reply(r, 502, r->err_msg, true);
 		return MHD_YES;
 	}
 	r->phase = r->body_expected ? PH_UPLOADING : PH_AWAITING;

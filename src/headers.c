@@ -1,5 +1,6 @@
 /* headers.c - HTTP header field rules shared by both hops. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -237,4 +238,162 @@ int headers_check_layout(const char *from, const char *end,
 bad:
 	*why = "malformed header block";
 	return -EINVAL;
+}
+
+/* Fields the proxy sets itself, so never copied from the client. */
+static const char *const own_fields[] = {
+	"host", "expect", "x-request-id", "x-forwarded-for",
+	"x-forwarded-proto", "x-forwarded-host", "via",
+};
+
+static bool field_in(const struct headers_field *f, const char *const *set,
+		     size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (name_is(f, set[i]))
+			return true;
+	return false;
+}
+
+static bool field_named_in(const struct headers_field *f, const char *list)
+{
+	char name[128];
+
+	if (!list || f->name_len >= sizeof(name))
+		return false;
+	memcpy(name, f->name, f->name_len);
+	name[f->name_len] = '\0';
+	return headers_list_has(list, name);
+}
+
+static bool field_is_hop(const struct headers_field *f)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(hop_fields) / sizeof(hop_fields[0]); i++)
+		if (name_is(f, hop_fields[i]))
+			return true;
+	return false;
+}
+
+/* The client's Connection value, when it sent exactly one. */
+static const char *connection_of(const struct headers_field *in, size_t n,
+				 char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!name_is(&in[i], "connection"))
+			continue;
+		if (in[i].value_len >= len)
+			return NULL;
+		memcpy(buf, in[i].value, in[i].value_len);
+		buf[in[i].value_len] = '\0';
+		return buf;
+	}
+	return NULL;
+}
+
+static bool field_forwarded(const struct headers_field *f,
+			    const struct headers_upstream *u,
+			    const char *conn)
+{
+	if (field_is_hop(f) || field_in(f, own_fields, sizeof(own_fields) /
+					sizeof(own_fields[0])))
+		return false;
+	if (u->deadline_header && *u->deadline_header &&
+	    name_is(f, u->deadline_header))
+		return false;
+	return !field_named_in(f, conn);
+}
+
+static int emit_str(headers_emit_fn emit, void *arg, const char *name,
+		    const char *value)
+{
+	return emit(arg, name, strlen(name), value, strlen(value));
+}
+
+/* X-Forwarded-For: every client copy joined with ", ", then client_ip. */
+static int emit_xff(const struct headers_field *in, size_t n,
+		    const char *client_ip, headers_emit_fn emit, void *arg)
+{
+	size_t i, len = strlen(client_ip) + 1, off = 0;
+	char *buf;
+	int rc;
+
+	for (i = 0; i < n; i++)
+		if (name_is(&in[i], "x-forwarded-for"))
+			len += in[i].value_len + 2;
+	buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		if (!name_is(&in[i], "x-forwarded-for") || !in[i].value_len)
+			continue;
+		memcpy(buf + off, in[i].value, in[i].value_len);
+		off += in[i].value_len;
+		memcpy(buf + off, ", ", 2);
+		off += 2;
+	}
+	memcpy(buf + off, client_ip, strlen(client_ip) + 1);
+	rc = emit_str(emit, arg, "X-Forwarded-For", buf);
+	free(buf);
+	return rc;
+}
+
+static int emit_own(const struct headers_field *in, size_t n,
+		    const struct headers_upstream *u, bool accept_seen,
+		    headers_emit_fn emit, void *arg)
+{
+	int rc = 0;
+
+	if (!accept_seen)
+		rc = emit_str(emit, arg, "Accept", "");
+	if (!rc)
+		rc = emit_str(emit, arg, "Expect", "");
+	if (!rc && u->host && u->preserve_host)
+		rc = emit_str(emit, arg, "Host", u->host);
+	if (!rc)
+		rc = emit_str(emit, arg, "X-Request-Id", u->request_id);
+	if (!rc)
+		rc = emit_xff(in, n, u->client_ip, emit, arg);
+	if (!rc)
+		rc = emit_str(emit, arg, "X-Forwarded-Proto", "http");
+	if (!rc && u->host)
+		rc = emit_str(emit, arg, "X-Forwarded-Host", u->host);
+	if (!rc)
+		rc = emit_str(emit, arg, "Via", "1.1 ctxproxy");
+	return rc;
+}
+
+int headers_rewrite_request(const struct headers_field *in, size_t n,
+			    const struct headers_upstream *u,
+			    headers_emit_fn emit, void *arg)
+{
+	char connbuf[1024];
+	const char *conn = connection_of(in, n, connbuf, sizeof(connbuf));
+	bool accept_seen = false;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if (!field_forwarded(&in[i], u, conn))
+			continue;
+		if (name_is(&in[i], "accept"))
+			accept_seen = true;
+		rc = emit(arg, in[i].name, in[i].name_len, in[i].value,
+			  in[i].value_len);
+		if (rc < 0)
+			return rc;
+	}
+	return emit_own(in, n, u, accept_seen, emit, arg);
+}
+
+bool headers_keep_response(const char *name, const char *connection)
+{
+	if (headers_hop_by_hop(name))
+		return false;
+	return !(connection && headers_list_has(connection, name));
 }

@@ -60,4 +60,34 @@ int headers_check_layout(const char *from, const char *end,
 			 const struct headers_field *f, size_t n,
 			 const char **why);
 
+/* What the proxy itself puts in an upstream request head. */
+struct headers_upstream {
+	const char *host;            /* the client's Host, NULL when none */
+	bool preserve_host;          /* send the client's Host upstream */
+	const char *client_ip;       /* appended to X-Forwarded-For */
+	const char *request_id;      /* X-Request-Id */
+	const char *deadline_header; /* the client's copy is dropped; "" = none */
+};
+
+/* Called once per field of the upstream head, in order. */
+typedef int (*headers_emit_fn)(void *arg, const char *name, size_t name_len,
+			       const char *value, size_t value_len);
+
+/* Emit the upstream request's fields: the client's end-to-end fields, in
+ * order, without the hop-by-hop ones, those its Connection names, the
+ * framing, Expect, Host, the deadline header and everything the proxy sets
+ * itself; then the proxy's own: Host (when preserved), X-Request-Id,
+ * X-Forwarded-For (the client's list joined, then client_ip),
+ * X-Forwarded-Proto, X-Forwarded-Host and Via.  An empty "Accept" and
+ * "Expect" are emitted when the client sent no Accept, so libcurl adds
+ * neither.  Returns 0 or the first negative value emit returned. */
+int headers_rewrite_request(const struct headers_field *in, size_t n,
+			    const struct headers_upstream *u,
+			    headers_emit_fn emit, void *arg);
+
+/* True when a response field may be forwarded to the client: not
+ * hop-by-hop and not named by the response's Connection value (NULL when
+ * there is none). */
+bool headers_keep_response(const char *name, const char *connection);
+
 #endif

@@ -19,7 +19,11 @@ PROXY_BIN = os.environ.get("CTXPROXY_BIN", os.path.join(ROOT, "build", "ctxproxy
 BACKEND_BIN = os.environ.get("CTXPROXY_BACKEND", os.path.join(ROOT, "build", "tests", "backend"))
 
 # Generous bounds: the suite must not be flaky on a loaded 2-core machine.
-START_TIMEOUT = 10.0
+# CTXPROXY_VALGRIND=1 runs every daemon under valgrind's memcheck; a
+# definite leak or a memory error fails the test that stops it.
+VALGRIND = os.environ.get("CTXPROXY_VALGRIND") == "1"
+VALGRIND_EXIT = 99
+START_TIMEOUT = 30.0 if VALGRIND else 10.0
 WAIT_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
@@ -339,8 +343,13 @@ class Proxy:
             raise AssertionError("%s is not built (make build/ctxproxy)" % PROXY_BIN)
         self.config_path = write_temp(text)
         self.config = text
+        cmd = [PROXY_BIN, "-c", self.config_path]
+        if VALGRIND:
+            cmd = ["valgrind", "-q", "--leak-check=full",
+                   "--errors-for-leak-kinds=definite",
+                   "--error-exitcode=%d" % VALGRIND_EXIT] + cmd
         self.proc = _register(subprocess.Popen(
-            [PROXY_BIN, "-c", self.config_path], stdin=subprocess.DEVNULL,
+            cmd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
         self.pid = self.proc.pid
         self.stopped = False
@@ -376,7 +385,10 @@ class Proxy:
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM, bounded wait, then SIGKILL: (returncode, seconds, killed)."""
         self.stopped = True
-        return _stop_process(self.proc, signal.SIGTERM, timeout)
+        res = _stop_process(self.proc, signal.SIGTERM, timeout * (6 if VALGRIND else 1))
+        if VALGRIND and res[0] == VALGRIND_EXIT:
+            raise AssertionError("valgrind found errors or definite leaks:\n%s" % self.log.text())
+        return res
 
     def alive(self):
         """Whether the daemon is still running."""

@@ -75,7 +75,12 @@ class Bodies(ProxyTest):
         self.assertEqual(len(body), n)
         self.assertTrue(body == expected_bytes(n), "downloaded bytes differ from the pattern")
         rise = peak[0] - before
-        self.assertLess(rise, 16 * 1024, "proxy RSS rose by %d KiB during a 64 MiB download" % rise)
+        if os.environ.get("SANITIZE") or os.environ.get("CTXPROXY_VALGRIND"):
+            # ASan's quarantine keeps every freed block for a while (curl
+            # frees one per pause): RSS says nothing about our buffers.
+            print("  (sanitized or valgrind run: RSS rose by %d KiB, bound not checked)" % rise)
+        else:
+            self.assertLess(rise, 16 * 1024, "proxy RSS rose by %d KiB during a 64 MiB download" % rise)
         req = backend.wait_request("/bytes")
         backend.wait(ev="done", conn=req["conn"], req=req["req"], bytes=n)
         self.assertAccess(proxy.access("/bytes"), status=200, cause="completed")
