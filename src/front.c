@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <microhttpd.h>
@@ -33,8 +34,13 @@ static const char *const phase_names[] = {
 /* Per client connection: the raw request target of its current request
  * (MHD unescapes its own copy and drops the query string). */
 struct fconn {
+	struct front *fr;
 	char *uri;
 	size_t cap;
+	int fd;
+	ctx_t *head_timer;                /* client_header_timeout_ms */
+	ctx_watch_t head_watch;
+	char client[64];
 };
 
 struct front {
@@ -141,32 +147,6 @@ static void req_set_id(struct req *r)
 	}
 	snprintf(r->id, sizeof(r->id), "%016" PRIx64 "%016" PRIx64,
 		 front_rand(r->fr), front_rand(r->fr));
-}
-
-static void req_set_client(struct req *r)
-{
-	const union MHD_ConnectionInfo *ci;
-	const struct sockaddr *sa;
-	char ip[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
-
-	ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	sa = ci ? ci->client_addr : NULL;
-	if (sa && sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const void *)sa;
-
-		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-		port = ntohs(in->sin_port);
-		snprintf(r->client, sizeof(r->client), "%s:%d", ip, port);
-	} else if (sa && sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const void *)sa;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-		port = ntohs(in6->sin6_port);
-		snprintf(r->client, sizeof(r->client), "[%s]:%d", ip, port);
-	} else {
-		snprintf(r->client, sizeof(r->client), "-");
-	}
 }
 
 /* ---- suspend, resume and the hang-up watch ---- */
@@ -698,23 +678,68 @@ static int conn_fd(struct MHD_Connection *c)
 	return ci ? ci->connect_fd : -1;
 }
 
-static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
-				   const char *method, const char *version)
+static void conn_head_disarm(struct fconn *fc)
 {
-	struct fconn *fc = conn_of(c);
-
-	snprintf(r->method, sizeof(r->method), "%s", method);
-	r->uri = strdup(fc && fc->uri ? fc->uri : "/");
-	if (!r->uri)
-		return MHD_NO;
-	req_set_client(r);
-	req_set_id(r);
-	r->hup.fd = conn_fd(c);
-	r->hup.fn = req_on_hup;
-	r->hup.data = r;
-	return req_begin(r, method, version);
+	if (!fc->head_timer)
+		return;
+	ctx_unwatch(&fc->head_watch);
+	ctx_cancel(fc->head_timer, CTX_CAUSE_COMPLETED);
+	ctx_unref(fc->head_timer);
+	fc->head_timer = NULL;
 }
 
+/* The head did not arrive in time (libmicrohttpd only bounds silence, so a
+ * trickle would go on forever): answer 408 on the socket ourselves, since
+ * MHD has written nothing for this request, and shut it so MHD closes. */
+static void conn_on_head_timeout(ctx_t *t, void *arg)
+{
+	static const char body[] = "request head timeout\n";
+	struct fconn *fc = arg;
+	struct log_access a = { 0 };
+	char resp[256], id[40];
+	int n;
+
+	if (ctx_cause(t) != CTX_CAUSE_DEADLINE_EXCEEDED)
+		return;
+	snprintf(id, sizeof(id), "%016" PRIx64 "%016" PRIx64,
+		 front_rand(fc->fr), front_rand(fc->fr));
+	n = snprintf(resp, sizeof(resp), "HTTP/1.1 408 Request Timeout\r\n"
+		     "Content-Type: text/plain\r\nContent-Length: %zu\r\n"
+		     "X-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
+		     sizeof(body) - 1, id, body);
+	if (send(fc->fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		n = 0;
+	shutdown(fc->fd, SHUT_RDWR);
+	a.id = id;
+	a.client = fc->client;
+	a.method = "-";
+	a.path = "-";
+	a.status = 408;
+	a.bytes_out = n ? sizeof(body) - 1 : 0;
+	a.cause = "client_header_timeout";
+	a.phase = "reading_head";
+	log_access(&a);
+}
+
+static void conn_head_arm(struct fconn *fc)
+{
+	const struct config *cfg = fc->fr->env.cfg;
+
+	if (fc->head_timer || fc->fd < 0)
+		return;
+	fc->head_timer = ctx_with_deadline(fc->fr->env.root, ctx_now_ns() +
+					   cfg->client_header_timeout_ms * 1000000,
+					   CTX_CAUSE_DEADLINE_EXCEEDED);
+	if (fc->head_timer &&
+	    ctx_watch(fc->head_timer, &fc->head_watch, conn_on_head_timeout,
+		      fc) < 0)
+		conn_head_disarm(fc);
+}
+
+/* The request line of a new request is in: keep its raw target (MHD
+ * unescapes its own copy and drops the query), and start the clock on
+ * the rest of its head when this is not the connection's first request
+ * (whose clock started at accept). */
 static void *front_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 {
 	struct fconn *fc = conn_of(c);
@@ -724,6 +749,7 @@ static void *front_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 	(void)cls;
 	if (!fc)
 		return NULL;
+	conn_head_arm(fc);
 	if (n > fc->cap) {
 		p = realloc(fc->uri, n);
 		if (!p)
@@ -735,25 +761,76 @@ static void *front_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 	return NULL;                      /* the request is made later */
 }
 
+static void conn_client_addr(struct MHD_Connection *c, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *ci;
+	const struct sockaddr *sa;
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	sa = ci ? ci->client_addr : NULL;
+	if (sa && sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		snprintf(buf, len, "%s:%d", ip, ntohs(in->sin_port));
+	} else if (sa && sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+		snprintf(buf, len, "[%s]:%d", ip, ntohs(in6->sin6_port));
+	} else {
+		snprintf(buf, len, "-");
+	}
+}
+
 static void front_on_connection(void *cls, struct MHD_Connection *c,
 				void **socket_context,
 				enum MHD_ConnectionNotificationCode toe)
 {
 	struct fconn *fc = *socket_context;
 
-	(void)cls;
-	(void)c;
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		*socket_context = calloc(1, sizeof(struct fconn));
+		fc = calloc(1, sizeof(*fc));
+		*socket_context = fc;
 		atomic_fetch_add_explicit(&front_nconn, 1, memory_order_relaxed);
+		if (!fc)
+			return;
+		fc->fr = cls;
+		fc->fd = conn_fd(c);
+		conn_client_addr(c, fc->client, sizeof(fc->client));
+		conn_head_arm(fc);
 		return;
 	}
 	if (fc) {
+		conn_head_disarm(fc);
 		free(fc->uri);
 		free(fc);
 	}
 	*socket_context = NULL;
 	atomic_fetch_sub_explicit(&front_nconn, 1, memory_order_relaxed);
+}
+
+static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
+				   const char *method, const char *version)
+{
+	struct fconn *fc = conn_of(c);
+
+	snprintf(r->method, sizeof(r->method), "%s", method);
+	if (fc)
+		conn_head_disarm(fc);     /* the whole head is in */
+	r->uri = strdup(fc && fc->uri ? fc->uri : "/");
+	if (!r->uri)
+		return MHD_NO;
+	if (fc)
+		snprintf(r->client, sizeof(r->client), "%s", fc->client);
+	else
+		conn_client_addr(c, r->client, sizeof(r->client));
+	req_set_id(r);
+	r->hup.fd = conn_fd(c);
+	r->hup.fn = req_on_hup;
+	r->hup.data = r;
+	return req_begin(r, method, version);
 }
 
 static void req_log(struct req *r)

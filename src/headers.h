@@ -90,4 +90,11 @@ int headers_rewrite_request(const struct headers_field *in, size_t n,
  * there is none). */
 bool headers_keep_response(const char *name, const char *connection);
 
+/* The body length an upstream response head announces: -1 when it has no
+ * Content-Length.  Refuses (-EINVAL, *why set) what a proxy must not guess
+ * at: Content-Length together with Transfer-Encoding, and Content-Lengths
+ * that differ or are not plain digits. */
+int headers_response_length(const struct headers_field *f, size_t n,
+			    long long *length, const char **why);
+
 #endif

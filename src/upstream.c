@@ -43,7 +43,8 @@ struct fetch {
 	const struct fetch_ops *ops;
 	void *arg;
 	struct curl_slist *headers;
-	char *deadline_header;
+	char *deadline_header;           /* its name, NULL = not sent */
+	struct curl_slist *deadline_node;
 	int64_t req_body_len;
 	const struct config_timeouts *t;
 
@@ -424,6 +425,8 @@ static void fetch_on_phase(ctx_t *phase, void *arg)
 
 /* ---- curl callbacks ---- */
 
+static int fetch_set_deadline(struct fetch *f);
+
 /* Connected (or reused): the request is about to go out. */
 static int fetch_on_prereq(void *arg, char *conn_primary_ip,
 			   char *conn_local_ip, int conn_primary_port,
@@ -435,7 +438,7 @@ static int fetch_on_prereq(void *arg, char *conn_primary_ip,
 	(void)conn_local_ip;
 	(void)conn_primary_port;
 	(void)conn_local_port;
-	if (!f->running)
+	if (!f->running || fetch_set_deadline(f) < 0)
 		return CURL_PREREQFUNC_ABORT;
 	fetch_phase_clear(f);
 	if (f->req_body_len == -1 || f->req_body_len == 0)
@@ -550,45 +553,56 @@ static bool fetch_header_line(struct fetch *f, const char *line, size_t len)
 				(size_t)(line + len - v));
 }
 
-static bool fetch_keep_header(const struct fetch *f, const char *name)
+/* The head is complete: drop hop-by-hop fields, learn the framing. */
+/* The stored head as fields, for the rules in headers.c. */
+static size_t fetch_fields(const struct fetch *f, struct headers_field *out)
 {
-	if (headers_hop_by_hop(name))
-		return false;
-	return !(f->conn_tokens && headers_list_has(f->conn_tokens, name));
+	const char *p = f->hdr;
+	size_t i;
+
+	for (i = 0; i < f->nhdr; i++) {
+		out[i].name = p;
+		out[i].name_len = strlen(p);
+		p += out[i].name_len + 1;
+		out[i].value = p;
+		out[i].value_len = strlen(p);
+		p += out[i].value_len + 1;
+	}
+	return f->nhdr;
 }
 
-/* The head is complete: drop hop-by-hop fields, learn the framing. */
-static void fetch_finish_head(struct fetch *f)
+/* The head is complete: learn the framing (refusing an ambiguous one) and
+ * drop the hop-by-hop fields.  Returns false for a response to refuse. */
+static bool fetch_finish_head(struct fetch *f)
 {
-	size_t i, off = 0, w = 0, ntot = f->nhdr, keep = 0;
-	const char *name, *value;
-	char *end;
+	struct headers_field fl[FETCH_MAX_HEADERS] = { { 0 } };
+	size_t i, n = fetch_fields(f, fl), w = 0, keep = 0;
+	const char *why;
+	long long len;
 
-	for (i = 0, off = 0; i < ntot; i++) {
-		name = f->hdr + off;
-		value = name + strlen(name) + 1;
-		if (strcasecmp(name, "connection") == 0 && !f->conn_tokens)
-			f->conn_tokens = strdup(value);
-		if (strcasecmp(name, "content-length") == 0)
-			f->content_length = strtoll(value, &end, 10);
-		off = (size_t)(value + strlen(value) + 1 - f->hdr);
+	if (headers_response_length(fl, n, &len, &why) < 0) {
+		log_msg(LOG_WARN, "upstream response refused", "reason=\"%s\"",
+			why);
+		return false;
 	}
-	for (i = 0, off = 0; i < ntot; i++) {
-		size_t n;
+	f->content_length = len;
+	for (i = 0; i < n; i++)
+		if (strcasecmp(fl[i].name, "connection") == 0 && !f->conn_tokens)
+			f->conn_tokens = strdup(fl[i].value);
+	/* Compact the kept pairs in place; they only move backwards. */
+	for (i = 0; i < n; i++) {
+		size_t sz = fl[i].name_len + fl[i].value_len + 2;
 
-		name = f->hdr + off;
-		value = name + strlen(name) + 1;
-		n = (size_t)(value + strlen(value) + 1 - name);
-		off += n;
-		if (!fetch_keep_header(f, name))
+		if (!headers_keep_response(fl[i].name, f->conn_tokens))
 			continue;
-		memmove(f->hdr + w, name, n);
-		w += n;
+		memmove(f->hdr + w, fl[i].name, sz);
+		w += sz;
 		keep++;
 	}
 	f->hdr_len = w;
 	f->nhdr = keep;
 	f->head_done = true;
+	return true;
 }
 
 static size_t fetch_on_header(char *buf, size_t size, size_t n, void *arg)
@@ -605,7 +619,10 @@ static size_t fetch_on_header(char *buf, size_t size, size_t n, void *arg)
 	if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
 		if (f->status < 200)
 			return len;        /* 1xx: curl goes on to the real one */
-		fetch_finish_head(f);
+		if (!fetch_finish_head(f)) {
+			ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
+			return 0;
+		}
 		f->last_read_ns = ctx_now_ns();
 		fetch_phase_arm(f, f->t->idle_timeout_ms, CTX_CAUSE_IDLE_TIMEOUT);
 		fetch_notify(f, PEND_HEAD);
@@ -680,21 +697,48 @@ static void fetch_set_method(struct fetch *f, const char *method)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 }
 
-/* The deadline header carries the budget left when the request is sent. */
-static int fetch_add_deadline(struct fetch *f, const char *name)
+/* Rewrite the deadline line in place (curl reads the list when it builds
+ * the request, after the prereq callback), so the budget is measured when
+ * the request is sent, not when the fetch was queued. */
+static int fetch_set_deadline(struct fetch *f)
 {
 	int64_t left = ctx_remaining_ns(f->ctx, ctx_now_ns());
-	struct curl_slist *l;
-	char line[160];
+	struct curl_slist *node = f->deadline_node;
+	char line[192];
+	char *dup;
 
-	if (!name || !*name || left == CTX_NO_DEADLINE)
+	if (!node)
 		return 0;
-	snprintf(line, sizeof(line), "%s: %" PRId64, name, left / 1000000);
-	l = curl_slist_append(f->headers, line);
+	if (left == CTX_NO_DEADLINE)
+		snprintf(line, sizeof(line), "%s:", f->deadline_header);
+	else
+		snprintf(line, sizeof(line), "%s: %" PRId64, f->deadline_header,
+			 left / 1000000);
+	dup = strdup(line);
+	if (!dup)
+		return -ENOMEM;
+	free(node->data);         /* curl_slist_append's strdup: plain malloc */
+	node->data = dup;
+	return 0;
+}
+
+static int fetch_add_deadline(struct fetch *f, const char *name)
+{
+	struct curl_slist *l;
+
+	if (!name || !*name)
+		return 0;
+	f->deadline_header = strdup(name);
+	if (!f->deadline_header)
+		return -ENOMEM;
+	l = curl_slist_append(f->headers, "X-Placeholder:");
 	if (!l)
 		return -ENOMEM;
 	f->headers = l;
-	return 0;
+	while (l->next)
+		l = l->next;
+	f->deadline_node = l;
+	return fetch_set_deadline(f);
 }
 
 static int fetch_setup(struct fetch *f, const struct fetch_request *rq)
@@ -760,6 +804,7 @@ free_fetch:
 		upstream_easy_put(up, f->easy);
 	f->easy = NULL;
 	curl_slist_free_all(f->headers);
+	free(f->deadline_header);
 	ctx_unref(f->ctx);
 	free(f);
 	return NULL;
@@ -781,6 +826,7 @@ void fetch_free(struct fetch *f)
 	fetch_unpend(f);
 	upstream_easy_put(f->up, f->easy);
 	curl_slist_free_all(f->headers);
+	free(f->deadline_header);
 	ctx_unref(f->ctx);
 	free(f->upbuf.data);
 	free(f->downbuf.data);

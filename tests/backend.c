@@ -836,6 +836,29 @@ static enum outcome h_headers(struct conn *c, const struct request *r)
 	return out;
 }
 
+/* A response whose framing a proxy must refuse: kind=1 two different
+ * Content-Lengths, kind=2 Content-Length with chunked, kind=3 a
+ * Content-Length that is not a number.  The connection is closed after. */
+static enum outcome h_badframe(struct conn *c, const struct request *r)
+{
+	static const char *const heads[] = {
+		"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+		"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"4\r\nabcd\r\n0\r\n\r\n",
+		"Content-Length: 4x\r\n\r\nabcd",
+	};
+	long long kind = query_num(r->query, "kind", 1, 1, 3);
+	char buf[256];
+	int n;
+
+	n = snprintf(buf, sizeof buf, "HTTP/1.1 200 OK\r\nConnection: close\r\n%s",
+		     heads[kind - 1]);
+	if (n < 0 || (size_t)n >= sizeof buf || !send_all(c, buf, (size_t)n))
+		return OUT_GONE;
+	emit("ev=response conn=%ld req=%ld status=200", c->id, r->id);
+	return finish(c, r, 4, true);
+}
+
 /* Dispatch on the path; the body has been read already. */
 static enum outcome route(struct conn *c, const struct request *r)
 {
@@ -863,6 +886,8 @@ static enum outcome route(struct conn *c, const struct request *r)
 		return h_headers(c, r);
 	if (strcmp(p, "/close") == 0)
 		return respond(c, r, 200, "bye\n", 4, true);
+	if (strcmp(p, "/badframe") == 0)
+		return h_badframe(c, r);
 	return respond_str(c, r, 404, "not found\n");
 }
 
