@@ -139,7 +139,7 @@ static bool is_hostname(const char *s, size_t len)
 }
 
 /* "IPv4:port", "[IPv6]:port", "*:port" or ":port"; NULL or the reason. */
-static const char *addr_parse(const char *s, struct config_addr *a)
+const char *config_parse_addr(const char *s, struct config_addr *a)
 {
 	const char *colon = strrchr(s, ':');
 	size_t hlen;
@@ -219,7 +219,7 @@ static void check_addr_string(struct loader *ld, const config_setting_t *s,
 {
 	struct config_addr a;
 	const char *v = config_setting_get_string(s);
-	const char *why = addr_parse(v, &a);
+	const char *why = config_parse_addr(v, &a);
 
 	if (why)
 		complain(ld, s, "invalid %s address '%s': %s", what, v, why);
@@ -240,7 +240,7 @@ static void listen_one(struct loader *ld, const config_setting_t *s,
 		complain(ld, s, "'listen' addresses must be strings");
 		return;
 	}
-	why = addr_parse(config_setting_get_string(s), a);
+	why = config_parse_addr(config_setting_get_string(s), a);
 	if (why) {
 		complain(ld, s, "invalid listen address '%s': %s",
 			 config_setting_get_string(s), why);
@@ -733,7 +733,7 @@ static void check_listen_clashes(struct loader *ld, const config_setting_t *root
 			if (addr_same(&cfg->listen[i], &cfg->listen[j]))
 				complain(ld, config_setting_get_elem(ls, (unsigned)i),
 					 "duplicate listen address");
-	if (!cfg->admin || addr_parse(cfg->admin, &admin))
+	if (!cfg->admin || config_parse_addr(cfg->admin, &admin))
 		return;
 	for (i = 0; i < cfg->nlisten; i++) {
 		if (addr_same(&admin, &cfg->listen[i])) {

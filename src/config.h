@@ -33,6 +33,7 @@ struct config_route {
 	bool preserve_host;     /* default true */
 	struct config_timeouts t;
 	int line;               /* where the route starts in the file */
+	int metrics_slot;       /* set by metrics_assign_slots(); 0 = none */
 };
 
 struct config {
@@ -61,6 +62,10 @@ struct config *config_load(const char *path, FILE *err);
 
 /* Same, from text in memory; `name` is used in messages as FILE. */
 struct config *config_load_string(const char *name, const char *text, FILE *err);
+
+/* Parse "IPv4:port", "[IPv6]:port", "*:port" or ":port" into *a.  Returns
+ * NULL, or a static string saying what is wrong. */
+const char *config_parse_addr(const char *s, struct config_addr *a);
 
 /* config_free(NULL) is a no-op. */
 void config_free(struct config *cfg);

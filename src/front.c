@@ -419,6 +419,8 @@ static ctx_t *req_new_ctx(struct req *r)
 						 r->t0 + ms * 1000000,
 						 CTX_CAUSE_DEADLINE_EXCEEDED);
 	}
+	if (v)
+		metrics_invalid_deadline(r->fr->env.metrics);
 	return ctx_with_cancel(r->fr->env.root);
 }
 
@@ -653,6 +655,7 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 			fr->reqs->prev = r;
 		fr->reqs = r;
 		atomic_fetch_add_explicit(&fr->inflight, 1, memory_order_relaxed);
+		metrics_inflight_add(fr->env.metrics, 1);
 		return front_begin(r, c, method, version);
 	}
 	if (*upload_data_size)
@@ -719,6 +722,8 @@ static void conn_on_head_timeout(ctx_t *t, void *arg)
 	a.cause = "client_header_timeout";
 	a.phase = "reading_head";
 	log_access(&a);
+	metrics_request_done(fc->fr->env.metrics, 0, 408, CTX_CAUSE_COMPLETED,
+			     -1, -1);
 }
 
 static void conn_head_arm(struct fconn *fc)
@@ -864,6 +869,11 @@ static void req_log(struct req *r)
 		a.upstream_close_ns = r->fetch ? fetch_closed_at(r->fetch) : 0;
 	}
 	log_access(&a);
+	metrics_request_done(r->fr->env.metrics,
+			     r->route ? r->route->metrics_slot : 0, a.status,
+			     cause, r->fetch ? fetch_head_latency(r->fetch) : -1,
+			     a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
+			     a.upstream_close_ns - a.cancel_ns : -1);
 }
 
 /* Why the request ended: a failed fetch explains an aborted response better
@@ -899,6 +909,7 @@ static void front_on_completed(void *cls, struct MHD_Connection *c,
 		r->phase = PH_DONE;
 	req_log(r);
 	atomic_fetch_sub_explicit(&fr->inflight, 1, memory_order_relaxed);
+	metrics_inflight_add(fr->env.metrics, -1);
 	req_unref(r);
 }
 

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "context.h"
 #include "loop.h"
+#include "metrics.h"
 #include "route.h"
 #include "upstream.h"
 
@@ -21,6 +22,7 @@ struct front_env {
 	const struct config *cfg;
 	const struct route_table *routes;
 	const int *listen_fds;           /* one per cfg->listen entry */
+	struct metrics_worker *metrics;
 	int worker_id;
 };
 

@@ -14,9 +14,11 @@
 
 #include <curl/curl.h>
 
+#include "admin.h"
 #include "config.h"
 #include "context.h"
 #include "log.h"
+#include "metrics.h"
 #include "route.h"
 #include "worker.h"
 
@@ -96,7 +98,7 @@ static socklen_t addr_fill(const struct config_addr *a, int port,
 
 /* One listening socket on a (with *port; 0 = learn it from the kernel),
  * shared between workers through SO_REUSEPORT.  Returns fd or -errno. */
-static int listen_on(const struct config_addr *a, int *port)
+static int listen_on(const struct config_addr *a, int *port, int reuseport)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = addr_fill(a, *port, &ss);
@@ -107,7 +109,8 @@ static int listen_on(const struct config_addr *a, int *port)
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (a->ipv6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
@@ -135,7 +138,7 @@ static int open_listeners(const struct config *cfg, int *fds)
 	for (i = 0; i < cfg->nlisten; i++) {
 		port = cfg->listen[i].port;
 		for (w = 0; w < cfg->workers; w++) {
-			fd = listen_on(&cfg->listen[i], &port);
+			fd = listen_on(&cfg->listen[i], &port, 1);
 			if (fd < 0) {
 				log_msg(LOG_ERROR, "cannot listen", "addr=%s%s%s:%d error=\"%s\"",
 					cfg->listen[i].ipv6 ? "[" : "", cfg->listen[i].host,
@@ -149,6 +152,36 @@ static int open_listeners(const struct config *cfg, int *fds)
 			cfg->listen[i].host[0] ? cfg->listen[i].host : "0.0.0.0",
 			cfg->listen[i].ipv6 ? "]" : "", port);
 	}
+	return 0;
+}
+
+/* The admin listener, when configured: its own socket (no SO_REUSEPORT, so
+ * a second daemon cannot share it silently) and thread. */
+static int start_admin(const struct config *cfg, struct admin **out)
+{
+	struct config_addr a;
+	int port, fd;
+
+	*out = NULL;
+	if (!cfg->admin)
+		return 0;
+	if (config_parse_addr(cfg->admin, &a))
+		return -EINVAL;
+	port = a.port;
+	fd = listen_on(&a, &port, 0);
+	if (fd < 0) {
+		log_msg(LOG_ERROR, "cannot listen", "addr=%s error=\"%s\"",
+			cfg->admin, strerror(-fd));
+		return fd;
+	}
+	*out = admin_start(fd);
+	if (!*out) {
+		close(fd);
+		return -EIO;
+	}
+	log_msg(LOG_INFO, "admin listening", "addr=%s%s%s:%d",
+		a.ipv6 ? "[" : "", a.host[0] ? a.host : "0.0.0.0",
+		a.ipv6 ? "]" : "", port);
 	return 0;
 }
 
@@ -208,11 +241,13 @@ static int run(const struct config *cfg)
 {
 	struct route_table *routes = route_table_new(cfg);
 	struct worker *ws[MAX_WORKERS] = { 0 };
+	struct admin *admin = NULL;
 	int *fds, n = 0, rc = 2;
 	sigset_t set;
 
 	fds = calloc((size_t)cfg->workers * cfg->nlisten, sizeof(int));
-	if (!routes || !fds || open_listeners(cfg, fds) < 0)
+	if (!routes || !fds || open_listeners(cfg, fds) < 0 ||
+	    start_admin(cfg, &admin) < 0)
 		goto free_fds;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -231,10 +266,12 @@ static int run(const struct config *cfg)
 	wait_for_stop(&set);
 	rc = 0;
 stop:
+	admin_set_draining(admin);
 	stop_workers(ws, n, rc == 0 ? cfg->shutdown_grace_ms : 0);
 	if (rc == 0)
 		log_msg(LOG_INFO, "stopped", NULL);
 free_fds:
+	admin_stop(admin);
 	free(fds);
 	route_table_free(routes);
 	return rc;
@@ -252,6 +289,8 @@ int main(int argc, char **argv)
 	cfg = config_load(o.config, stderr);
 	if (!cfg)
 		return 1;
+	if (metrics_assign_slots(cfg) < 0)
+		log_msg(LOG_WARN, "too many route names: some share metrics", NULL);
 	if (o.check) {
 		printf("%s: ok\n", o.config);
 		config_free(cfg);

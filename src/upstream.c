@@ -51,6 +51,7 @@ struct fetch {
 	struct fbuf upbuf, downbuf;
 	bool up_eof, send_paused, recv_paused, upload_blocked;
 
+	int64_t started_ns, head_ns;
 	int status;                      /* of the current response head */
 	bool head_done;
 	int64_t content_length;
@@ -624,6 +625,7 @@ static size_t fetch_on_header(char *buf, size_t size, size_t n, void *arg)
 			return 0;
 		}
 		f->last_read_ns = ctx_now_ns();
+		f->head_ns = f->last_read_ns;
 		fetch_phase_arm(f, f->t->idle_timeout_ms, CTX_CAUSE_IDLE_TIMEOUT);
 		fetch_notify(f, PEND_HEAD);
 	}
@@ -784,6 +786,7 @@ struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
 	f->t = rq->timeouts;
 	f->idle_ns = rq->timeouts->idle_timeout_ms * 1000000;
 	f->content_length = -1;
+	f->started_ns = ctx_now_ns();
 	f->ctx = ctx_ref(ctx);
 	f->easy = upstream_easy(up);
 	if (!f->easy || fetch_setup(f, rq) < 0)
@@ -954,4 +957,9 @@ bool fetch_ok(const struct fetch *f)
 int64_t fetch_closed_at(const struct fetch *f)
 {
 	return f->closed_at;
+}
+
+int64_t fetch_head_latency(const struct fetch *f)
+{
+	return f->head_ns ? f->head_ns - f->started_ns : -1;
 }

@@ -95,6 +95,9 @@ void fetch_header(const struct fetch *f, size_t i, const char **name,
 bool fetch_ended(const struct fetch *f);
 bool fetch_ok(const struct fetch *f);
 
+/* Nanoseconds from fetch_start to the response head, or -1 without one. */
+int64_t fetch_head_latency(const struct fetch *f);
+
 /* Monotonic ns when the upstream connection was closed because the fetch
  * was cancelled or failed, or 0. */
 int64_t fetch_closed_at(const struct fetch *f);

@@ -9,6 +9,7 @@
 #include "context.h"
 #include "front.h"
 #include "log.h"
+#include "metrics.h"
 #include "loop.h"
 #include "upstream.h"
 #include "worker.h"
@@ -27,6 +28,7 @@ struct worker {
 	struct upstream *up;
 	ctx_t *root;
 	struct front *front;
+	struct metrics_worker *metrics;
 	atomic_int cmd;                 /* highest command sent so far */
 	int done_cmd;                   /* highest command carried out */
 	bool exit;
@@ -111,6 +113,7 @@ static void worker_free(struct worker *w)
 	upstream_free(w->up);
 	ctx_unref(w->root);
 	loop_free(w->loop);
+	metrics_worker_free(w->metrics);
 	free(w);
 }
 
@@ -127,7 +130,8 @@ struct worker *worker_start(int id, const struct config *cfg,
 	w->loop = loop_new();
 	w->root = ctx_background_new();
 	w->up = w->loop ? upstream_new(w->loop) : NULL;
-	if (!w->loop || !w->root || !w->up)
+	w->metrics = metrics_worker_new();
+	if (!w->loop || !w->root || !w->up || !w->metrics)
 		goto fail;
 	loop_set_wake(w->loop, worker_on_wake, w);
 	env.loop = w->loop;
@@ -137,6 +141,7 @@ struct worker *worker_start(int id, const struct config *cfg,
 	env.routes = routes;
 	env.listen_fds = listen_fds;
 	env.worker_id = id;
+	env.metrics = w->metrics;
 	w->front = front_new(&env);
 	if (!w->front)
 		goto fail;

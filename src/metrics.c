@@ -1,0 +1,365 @@
+/* metrics.c - per-worker counters, summed at scrape time into Prometheus text. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define CODE_MIN 100
+#define CODE_MAX 599
+#define NCODES (CODE_MAX - CODE_MIN + 1)
+#define MAX_WORKERS 256
+
+typedef _Atomic uint64_t counter_t;
+
+/* Upper bounds in microseconds: upstream time to head, and propagation. */
+static const uint64_t lat_bounds_us[] = {
+	1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+	1000000, 2500000, 5000000, 10000000,
+};
+#define NLAT (sizeof(lat_bounds_us) / sizeof(lat_bounds_us[0]))
+
+static const uint64_t prop_bounds_us[] = {
+	50, 100, 250, 500, 1000, 2000, 5000, 10000, 50000, 100000,
+};
+#define NPROP (sizeof(prop_bounds_us) / sizeof(prop_bounds_us[0]))
+
+struct hist_lat {
+	counter_t bucket[NLAT + 1];   /* the last is +Inf */
+	counter_t sum_us, count;
+};
+
+struct hist_prop {
+	counter_t bucket[NPROP + 1];
+	counter_t sum_us, count;
+};
+
+struct metrics_route {
+	counter_t requests[NCODES];
+	counter_t cancels[CTX_CAUSE__COUNT];
+	struct hist_lat latency;
+};
+
+struct metrics_worker {
+	_Atomic(struct metrics_route *) routes[METRICS_MAX_ROUTES];
+	counter_t inflight_up, inflight_down;
+	counter_t invalid_deadline;
+	struct hist_prop propagation;
+};
+
+/* Route names by slot, and the registered workers: touched at start-up,
+ * reload and scrape only. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *slot_names[METRICS_MAX_ROUTES];
+static int nslots = 1;
+static struct metrics_worker *workers[MAX_WORKERS];
+
+static void bump(counter_t *c, uint64_t by)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) +
+			      by, memory_order_relaxed);
+}
+
+static uint64_t get(counter_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static int slot_of(const char *name)
+{
+	int i;
+
+	for (i = 1; i < nslots; i++)
+		if (strcmp(slot_names[i], name) == 0)
+			return i;
+	if (nslots == METRICS_MAX_ROUTES)
+		return 0;
+	slot_names[nslots] = strdup(name);
+	return slot_names[nslots] ? nslots++ : 0;
+}
+
+int metrics_assign_slots(struct config *cfg)
+{
+	int rc = 0;
+	size_t i;
+
+	pthread_mutex_lock(&reg_lock);
+	for (i = 0; i < cfg->nroutes; i++) {
+		cfg->routes[i].metrics_slot = slot_of(cfg->routes[i].name);
+		if (!cfg->routes[i].metrics_slot)
+			rc = -ENOSPC;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return rc;
+}
+
+struct metrics_worker *metrics_worker_new(void)
+{
+	struct metrics_worker *m = calloc(1, sizeof(*m));
+	int i;
+
+	if (!m)
+		return NULL;
+	pthread_mutex_lock(&reg_lock);
+	for (i = 0; i < MAX_WORKERS && workers[i]; i++)
+		;
+	if (i < MAX_WORKERS)
+		workers[i] = m;
+	pthread_mutex_unlock(&reg_lock);
+	if (i == MAX_WORKERS) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void metrics_worker_free(struct metrics_worker *m)
+{
+	int i;
+
+	if (!m)
+		return;
+	pthread_mutex_lock(&reg_lock);
+	for (i = 0; i < MAX_WORKERS; i++)
+		if (workers[i] == m)
+			workers[i] = NULL;
+	pthread_mutex_unlock(&reg_lock);
+	for (i = 0; i < METRICS_MAX_ROUTES; i++)
+		free(atomic_load(&m->routes[i]));
+	free(m);
+}
+
+/* The route's block, made on first use by the owner thread. */
+static struct metrics_route *route_block(struct metrics_worker *m, int slot)
+{
+	struct metrics_route *r;
+
+	if (slot < 0 || slot >= METRICS_MAX_ROUTES)
+		slot = 0;
+	r = atomic_load_explicit(&m->routes[slot], memory_order_relaxed);
+	if (r)
+		return r;
+	r = calloc(1, sizeof(*r));
+	if (r)
+		atomic_store_explicit(&m->routes[slot], r, memory_order_release);
+	return r;
+}
+
+static void observe(counter_t *bucket, const uint64_t *bounds, size_t n,
+		    counter_t *sum, counter_t *count, uint64_t us)
+{
+	size_t i;
+
+	for (i = 0; i < n && us > bounds[i]; i++)
+		;
+	bump(&bucket[i], 1);
+	bump(sum, us);
+	bump(count, 1);
+}
+
+void metrics_request_done(struct metrics_worker *m, int slot, int status,
+			  ctx_cause_t cause, int64_t upstream_ns,
+			  int64_t propagation_ns)
+{
+	struct metrics_route *r = route_block(m, slot);
+
+	if (!r)
+		return;
+	if (status >= CODE_MIN && status <= CODE_MAX)
+		bump(&r->requests[status - CODE_MIN], 1);
+	if (cause != CTX_CAUSE_COMPLETED && cause > CTX_CAUSE_NONE &&
+	    cause < CTX_CAUSE__COUNT)
+		bump(&r->cancels[cause], 1);
+	if (upstream_ns >= 0)
+		observe(r->latency.bucket, lat_bounds_us, NLAT,
+			&r->latency.sum_us, &r->latency.count,
+			(uint64_t)upstream_ns / 1000);
+	if (propagation_ns >= 0)
+		observe(m->propagation.bucket, prop_bounds_us, NPROP,
+			&m->propagation.sum_us, &m->propagation.count,
+			(uint64_t)propagation_ns / 1000);
+}
+
+void metrics_inflight_add(struct metrics_worker *m, int delta)
+{
+	if (delta > 0)
+		bump(&m->inflight_up, (uint64_t)delta);
+	else
+		bump(&m->inflight_down, (uint64_t)-delta);
+}
+
+void metrics_invalid_deadline(struct metrics_worker *m)
+{
+	bump(&m->invalid_deadline, 1);
+}
+
+/* ---- scraping: sums over the registered workers ---- */
+
+struct sum_route {
+	uint64_t requests[NCODES];
+	uint64_t cancels[CTX_CAUSE__COUNT];
+	uint64_t lat[NLAT + 1], lat_sum_us, lat_count;
+	bool used;
+};
+
+struct sums {
+	struct sum_route route[METRICS_MAX_ROUTES];
+	uint64_t prop[NPROP + 1], prop_sum_us, prop_count;
+	uint64_t inflight_up, inflight_down, invalid_deadline;
+};
+
+static void sum_route(struct sum_route *s, struct metrics_route *r)
+{
+	size_t i;
+
+	s->used = true;
+	for (i = 0; i < NCODES; i++)
+		s->requests[i] += get(&r->requests[i]);
+	for (i = 0; i < CTX_CAUSE__COUNT; i++)
+		s->cancels[i] += get(&r->cancels[i]);
+	for (i = 0; i <= NLAT; i++)
+		s->lat[i] += get(&r->latency.bucket[i]);
+	s->lat_sum_us += get(&r->latency.sum_us);
+	s->lat_count += get(&r->latency.count);
+}
+
+static void sum_worker(struct sums *s, struct metrics_worker *m)
+{
+	struct metrics_route *r;
+	size_t i;
+
+	for (i = 0; i < METRICS_MAX_ROUTES; i++) {
+		r = atomic_load_explicit(&m->routes[i], memory_order_acquire);
+		if (r)
+			sum_route(&s->route[i], r);
+	}
+	for (i = 0; i <= NPROP; i++)
+		s->prop[i] += get(&m->propagation.bucket[i]);
+	s->prop_sum_us += get(&m->propagation.sum_us);
+	s->prop_count += get(&m->propagation.count);
+	s->inflight_up += get(&m->inflight_up);
+	s->inflight_down += get(&m->inflight_down);
+	s->invalid_deadline += get(&m->invalid_deadline);
+}
+
+static void family(FILE *out, const char *name, const char *type,
+		   const char *help)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static const char *slot_name(int slot)
+{
+	return slot ? slot_names[slot] : "-";
+}
+
+static void write_requests(FILE *out, const struct sums *s)
+{
+	int slot, i;
+
+	family(out, "ctxproxy_requests_total", "counter",
+	       "Requests answered, by route and status code (499: the client left).");
+	for (slot = 0; slot < nslots; slot++)
+		for (i = 0; i < NCODES; i++)
+			if (s->route[slot].requests[i])
+				fprintf(out, "ctxproxy_requests_total{route=\"%s\","
+					"code=\"%d\"} %llu\n", slot_name(slot),
+					i + CODE_MIN, (unsigned long long)
+					s->route[slot].requests[i]);
+	family(out, "ctxproxy_cancellations_total", "counter",
+	       "Requests cancelled, by route and cause.");
+	for (slot = 0; slot < nslots; slot++)
+		for (i = CTX_CAUSE_CLIENT_DISCONNECT; i < CTX_CAUSE__COUNT; i++)
+			if (s->route[slot].used)
+				fprintf(out, "ctxproxy_cancellations_total{route="
+					"\"%s\",cause=\"%s\"} %llu\n",
+					slot_name(slot), ctx_cause_name(i),
+					(unsigned long long)s->route[slot].cancels[i]);
+}
+
+/* One histogram series: cumulative buckets, sum and count. */
+static void write_hist(FILE *out, const char *name, const char *labels,
+		       const uint64_t *bounds, const uint64_t *bucket,
+		       size_t n, uint64_t sum_us, uint64_t count)
+{
+	const char *sep = *labels ? "," : "";
+	uint64_t cum = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		cum += bucket[i];
+		fprintf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+			(double)bounds[i] / 1e6, (unsigned long long)cum);
+	}
+	cum += bucket[n];
+	fprintf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+		(unsigned long long)cum);
+	fprintf(out, "%s_sum%s%s%s %.6f\n", name, *labels ? "{" : "", labels,
+		*labels ? "}" : "", (double)sum_us / 1e6);
+	fprintf(out, "%s_count%s%s%s %llu\n", name, *labels ? "{" : "", labels,
+		*labels ? "}" : "", (unsigned long long)count);
+}
+
+static void write_histograms(FILE *out, const struct sums *s)
+{
+	char labels[300];
+	int slot;
+
+	family(out, "ctxproxy_upstream_latency_seconds", "histogram",
+	       "Time from starting an upstream fetch to its response head, by route.");
+	for (slot = 0; slot < nslots; slot++) {
+		if (!s->route[slot].used)
+			continue;
+		snprintf(labels, sizeof(labels), "route=\"%s\"", slot_name(slot));
+		write_hist(out, "ctxproxy_upstream_latency_seconds", labels,
+			   lat_bounds_us, s->route[slot].lat, NLAT,
+			   s->route[slot].lat_sum_us, s->route[slot].lat_count);
+	}
+	family(out, "ctxproxy_cancel_propagation_seconds", "histogram",
+	       "Time from a cancellation to the upstream connection being closed.");
+	write_hist(out, "ctxproxy_cancel_propagation_seconds", "",
+		   prop_bounds_us, s->prop, NPROP, s->prop_sum_us,
+		   s->prop_count);
+}
+
+static void write_gauges(FILE *out, const struct sums *s, long connections,
+			 int draining)
+{
+	family(out, "ctxproxy_inflight_requests", "gauge",
+	       "Requests being handled now.");
+	fprintf(out, "ctxproxy_inflight_requests %lld\n",
+		(long long)(s->inflight_up - s->inflight_down));
+	family(out, "ctxproxy_client_connections", "gauge",
+	       "Client connections open now.");
+	fprintf(out, "ctxproxy_client_connections %ld\n", connections);
+	family(out, "ctxproxy_draining", "gauge",
+	       "1 while the daemon stops gracefully.");
+	fprintf(out, "ctxproxy_draining %d\n", draining ? 1 : 0);
+	family(out, "ctxproxy_invalid_deadline_headers_total", "counter",
+	       "Client deadline headers ignored as invalid.");
+	fprintf(out, "ctxproxy_invalid_deadline_headers_total %llu\n",
+		(unsigned long long)s->invalid_deadline);
+}
+
+int metrics_write(FILE *out, long connections, int draining)
+{
+	struct sums *s = calloc(1, sizeof(*s));
+	int i;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_lock(&reg_lock);
+	for (i = 0; i < MAX_WORKERS; i++)
+		if (workers[i])
+			sum_worker(s, workers[i]);
+	write_requests(out, s);
+	write_histograms(out, s);
+	pthread_mutex_unlock(&reg_lock);
+	write_gauges(out, s, connections, draining);
+	free(s);
+	return ferror(out) ? -EIO : 0;
+}

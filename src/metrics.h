@@ -1,0 +1,58 @@
+/* metrics.h - per-worker counters, summed at scrape time into Prometheus text. */
+#ifndef CTXPROXY_METRICS_H
+#define CTXPROXY_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "context.h"
+
+/*
+ * Each worker owns one struct metrics_worker and is its only writer: a
+ * counter moves with a relaxed load and store, no lock and no locked
+ * instruction on the request path.  The scraper (any thread) sums every
+ * registered worker's counters with relaxed loads.
+ *
+ * Routes are counted by slot: a route name keeps its slot for the life of
+ * the process (across reloads); slot 0 is "no route".
+ */
+
+#define METRICS_MAX_ROUTES 256
+
+struct metrics_worker;
+
+/* Give every route of cfg its slot (cfg->routes[i].metrics_slot), creating
+ * slots for names not seen before.  Main thread, before the config is used.
+ * Returns 0, or -ENOSPC when there are more than METRICS_MAX_ROUTES - 1
+ * distinct names (those routes share the "no route" slot). */
+int metrics_assign_slots(struct config *cfg);
+
+/* A worker's counters, registered for scraping.  NULL on ENOMEM. */
+struct metrics_worker *metrics_worker_new(void);
+
+/* Unregister and free.  metrics_worker_free(NULL) is a no-op. */
+void metrics_worker_free(struct metrics_worker *m);
+
+/* One request finished (owner thread).  status is what the client got (499
+ * when it left), cause the request's cause (COMPLETED = not a cancellation),
+ * upstream_ns the time to the upstream response head (< 0: none),
+ * propagation_ns the time from the cancellation to the upstream connection
+ * being closed (< 0: none). */
+void metrics_request_done(struct metrics_worker *m, int slot, int status,
+			  ctx_cause_t cause, int64_t upstream_ns,
+			  int64_t propagation_ns);
+
+/* A request started or ended (owner thread): the in-flight gauge. */
+void metrics_inflight_add(struct metrics_worker *m, int delta);
+
+/* A client sent an invalid deadline header (owner thread). */
+void metrics_invalid_deadline(struct metrics_worker *m);
+
+/* Write the Prometheus text exposition of every worker's counters summed,
+ * plus `connections` and `draining` gauges.  Any thread.  Returns 0 or
+ * -errno. */
+int metrics_write(FILE *out, long connections, int draining);
+
+#endif
