@@ -721,7 +721,7 @@ static void conn_on_head_timeout(ctx_t *t, void *arg)
 	a.bytes_out = n ? sizeof(body) - 1 : 0;
 	a.cause = "client_header_timeout";
 	a.phase = "reading_head";
-	log_access(&a);
+	log_access(fc->fr->env.log, &a);
 	metrics_request_done(fc->fr->env.metrics, 0, 408, CTX_CAUSE_COMPLETED,
 			     -1, -1);
 }
@@ -868,7 +868,7 @@ static void req_log(struct req *r)
 			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
 		a.upstream_close_ns = r->fetch ? fetch_closed_at(r->fetch) : 0;
 	}
-	log_access(&a);
+	log_access(r->fr->env.log, &a);
 	metrics_request_done(r->fr->env.metrics,
 			     r->route ? r->route->metrics_slot : 0, a.status,
 			     cause, r->fetch ? fetch_head_latency(r->fetch) : -1,

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "context.h"
+#include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "route.h"
@@ -23,6 +24,7 @@ struct front_env {
 	const struct route_table *routes;
 	const int *listen_fds;           /* one per cfg->listen entry */
 	struct metrics_worker *metrics;
+	struct log_buf *log;             /* the worker's access-log buffer */
 	int worker_id;
 };
 

@@ -234,6 +234,10 @@ static void wait_for_stop(sigset_t *set)
 		}
 		if (sig == SIGHUP)
 			log_msg(LOG_WARN, "reload is not supported yet", NULL);
+		if (sig == SIGUSR1 && log_reopen() < 0)
+			log_msg(LOG_ERROR, "cannot reopen the access log", NULL);
+		else if (sig == SIGUSR1)
+			log_msg(LOG_INFO, "access log reopened", NULL);
 	}
 }
 
@@ -296,7 +300,7 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return 0;
 	}
-	if (log_open_access(cfg->access_log) < 0) {
+	if (log_open_access(cfg->access_log, cfg->access_log_format) < 0) {
 		log_msg(LOG_ERROR, "cannot open the access log", "path=%s",
 			cfg->access_log);
 		config_free(cfg);

@@ -29,6 +29,7 @@ struct worker {
 	ctx_t *root;
 	struct front *front;
 	struct metrics_worker *metrics;
+	struct log_buf *log;
 	atomic_int cmd;                 /* highest command sent so far */
 	int done_cmd;                   /* highest command carried out */
 	bool exit;
@@ -60,6 +61,7 @@ static int worker_wait_ms(struct worker *w)
 
 	at = min64(ctx_next_deadline(w->root), upstream_next_timer(w->up));
 	at = min64(at, front_next_timeout(w->front));
+	at = min64(at, log_buf_deadline(w->log));
 	if (at == CTX_NO_DEADLINE)
 		return -1;
 	if (at <= now)
@@ -76,6 +78,8 @@ static void worker_tick(struct worker *w)
 	int i, n;
 
 	ctx_expire(w->root, now);
+	if (log_buf_deadline(w->log) <= now)
+		log_buf_flush(w->log);
 	if (upstream_next_timer(w->up) <= now)
 		upstream_on_timer(w->up);
 	for (i = 0; i < 16; i++) {
@@ -114,6 +118,7 @@ static void worker_free(struct worker *w)
 	ctx_unref(w->root);
 	loop_free(w->loop);
 	metrics_worker_free(w->metrics);
+	log_buf_free(w->log);
 	free(w);
 }
 
@@ -131,7 +136,8 @@ struct worker *worker_start(int id, const struct config *cfg,
 	w->root = ctx_background_new();
 	w->up = w->loop ? upstream_new(w->loop) : NULL;
 	w->metrics = metrics_worker_new();
-	if (!w->loop || !w->root || !w->up || !w->metrics)
+	w->log = log_buf_new();
+	if (!w->loop || !w->root || !w->up || !w->metrics || !w->log)
 		goto fail;
 	loop_set_wake(w->loop, worker_on_wake, w);
 	env.loop = w->loop;
@@ -142,6 +148,7 @@ struct worker *worker_start(int id, const struct config *cfg,
 	env.listen_fds = listen_fds;
 	env.worker_id = id;
 	env.metrics = w->metrics;
+	env.log = w->log;
 	w->front = front_new(&env);
 	if (!w->front)
 		goto fail;
