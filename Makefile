@@ -8,7 +8,7 @@ CC := gcc
 endif
 SANITIZE ?=
 
-PKGS := libmicrohttpd libcurl libconfig
+PKGS := libmicrohttpd libcurl libconfig libsystemd
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 BASE_CFLAGS := -std=gnu11 -O2 -g -D_GNU_SOURCE $(WARN) -pthread
 ifneq ($(SANITIZE),)

@@ -43,8 +43,18 @@ struct fconn {
 	char client[64];
 };
 
+/* A generation as this worker uses it: `live` counts its requests, so the
+ * worker drops the generation without a shared counter per request. */
+struct fgen {
+	struct gen *g;
+	long live;
+	struct fgen *next;                /* in fr->old */
+};
+
 struct front {
 	struct front_env env;
+	struct fgen *cur;
+	struct fgen *old;                 /* replaced, still used by requests */
 	struct MHD_Daemon *d[FRONT_MAX_DAEMONS];
 	struct loop_io dio[FRONT_MAX_DAEMONS];
 	int nd;
@@ -57,6 +67,8 @@ struct front {
 
 struct req {
 	struct front *fr;
+	struct fgen *fg;                  /* the generation it started under */
+	const struct config *cfg;         /* fg's config */
 	struct req *prev, *next;          /* in fr->reqs */
 	struct MHD_Connection *conn;
 	int refs;
@@ -92,6 +104,41 @@ long front_inflight(const struct front *fr)
 	return atomic_load_explicit(&fr->inflight, memory_order_relaxed);
 }
 
+/* ---- configuration generations ---- */
+
+static void fgen_release(struct front *fr, struct fgen *fg)
+{
+	struct fgen **pp;
+
+	if (--fg->live > 0 || fg == fr->cur)
+		return;
+	for (pp = &fr->old; *pp; pp = &(*pp)->next) {
+		if (*pp == fg) {
+			*pp = fg->next;
+			break;
+		}
+	}
+	gen_unref(fg->g);
+	free(fg);
+}
+
+int front_set_gen(struct front *fr, struct gen *g)
+{
+	struct fgen *fg = calloc(1, sizeof(*fg)), *old = fr->cur;
+
+	if (!fg)
+		return -ENOMEM;
+	fg->g = gen_ref(g);
+	fr->cur = fg;
+	if (!old)
+		return 0;
+	old->next = fr->old;
+	fr->old = old;
+	old->live++;                      /* released just below */
+	fgen_release(fr, old);
+	return 0;
+}
+
 /* ---- request objects ---- */
 
 static void req_unref(struct req *r)
@@ -108,6 +155,7 @@ static void req_unref(struct req *r)
 	fetch_free(r->fetch);
 	ctx_unref(r->child);
 	ctx_unref(r->ctx);
+	fgen_release(r->fr, r->fg);
 	free(r->uri);
 	free(r);
 }
@@ -393,7 +441,7 @@ static struct curl_slist *req_upstream_headers(struct req *r,
 	u.preserve_host = r->route->preserve_host;
 	u.client_ip = ip;
 	u.request_id = r->id;
-	u.deadline_header = r->fr->env.cfg->deadline_header;
+	u.deadline_header = r->cfg->deadline_header;
 	if (headers_rewrite_request(v->f, v->n, &u, slist_emit, &list) < 0) {
 		curl_slist_free_all(list);
 		return NULL;
@@ -404,7 +452,7 @@ static struct curl_slist *req_upstream_headers(struct req *r,
 /* A valid client deadline (1 ms .. one day) bounds the request context. */
 static ctx_t *req_new_ctx(struct req *r)
 {
-	const char *name = r->fr->env.cfg->deadline_header;
+	const char *name = r->cfg->deadline_header;
 	const char *v = NULL;
 	char *end;
 	long long ms;
@@ -497,7 +545,7 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 		return -ENOMEM;
 	rq.body_len = body_len;
 	rq.timeouts = &r->route->t;
-	rq.deadline_header = r->fr->env.cfg->deadline_header;
+	rq.deadline_header = r->cfg->deadline_header;
 	r->fetch = fetch_start(r->fr->env.up, r->child, &rq, &req_fetch_ops, r);
 	return r->fetch ? 0 : -ENOMEM;
 }
@@ -509,7 +557,7 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 
 static void req_decide_error(struct req *r, int64_t body_len)
 {
-	const struct config *cfg = r->fr->env.cfg;
+	const struct config *cfg = r->cfg;
 	const char *host, *q;
 	char *path;
 
@@ -535,7 +583,7 @@ static void req_decide_error(struct req *r, int64_t body_len)
 	host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
 	q = strchr(r->uri, '?');
 	path = strndup(r->uri, q ? (size_t)(q - r->uri) : strlen(r->uri));
-	r->route = path ? route_match(r->fr->env.routes, host, path) : NULL;
+	r->route = path ? route_match(r->fg->g->routes, host, path) : NULL;
 	free(path);
 	if (!r->route) {
 		r->err_status = 404;
@@ -590,7 +638,7 @@ static enum MHD_Result req_upload(struct req *r, const char *data,
 		*size = 0;                /* discard: the answer is known */
 		return MHD_YES;
 	}
-	if (r->bytes_in + *size > (uint64_t)r->fr->env.cfg->max_body_bytes) {
+	if (r->bytes_in + *size > (uint64_t)r->cfg->max_body_bytes) {
 		r->status = 413;          /* chunked body grew too big */
 		ctx_cancel(r->ctx, CTX_CAUSE_COMPLETED);
 		return MHD_NO;
@@ -650,6 +698,9 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 		r->refs = 1;
 		r->t0 = ctx_now_ns();
 		r->hup.fd = -1;
+		r->fg = fr->cur;
+		r->fg->live++;
+		r->cfg = r->fg->g->cfg;
 		r->next = fr->reqs;
 		if (fr->reqs)
 			fr->reqs->prev = r;
@@ -728,7 +779,7 @@ static void conn_on_head_timeout(ctx_t *t, void *arg)
 
 static void conn_head_arm(struct fconn *fc)
 {
-	const struct config *cfg = fc->fr->env.cfg;
+	const struct config *cfg = fc->fr->cur->g->cfg;
 
 	if (fc->head_timer || fc->fd < 0)
 		return;
@@ -948,7 +999,7 @@ static void front_on_daemon_io(struct loop_io *io, uint32_t events)
 
 static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd)
 {
-	const struct config *cfg = fr->env.cfg;
+	const struct config *cfg = fr->cur->g->cfg;
 	unsigned int timeout_s = (unsigned int)
 		((cfg->client_idle_timeout_ms + 999) / 1000);
 
@@ -975,9 +1026,13 @@ struct front *front_new(const struct front_env *env)
 	if (!fr)
 		return NULL;
 	fr->env = *env;
+	if (front_set_gen(fr, env->gen) < 0) {
+		free(fr);
+		return NULL;
+	}
 	if (getrandom(fr->rng, sizeof(fr->rng), 0) != sizeof(fr->rng))
 		fr->rng[0] = (uint64_t)ctx_now_ns() | 1;
-	for (i = 0; i < env->cfg->nlisten && i < FRONT_MAX_DAEMONS; i++) {
+	for (i = 0; i < env->gen->cfg->nlisten && i < FRONT_MAX_DAEMONS; i++) {
 		fr->d[fr->nd] = front_start_daemon(fr, env->listen_fds[i]);
 		if (!fr->d[fr->nd])
 			goto fail;
@@ -1015,6 +1070,18 @@ void front_free(struct front *fr)
 	for (i = 0; i < fr->nd; i++) {
 		loop_del(fr->env.loop, &fr->dio[i]);
 		MHD_stop_daemon(fr->d[i]);
+	}
+	/* Every request is gone now, so are their holds on generations. */
+	while (fr->old) {
+		struct fgen *fg = fr->old;
+
+		fr->old = fg->next;
+		gen_unref(fg->g);
+		free(fg);
+	}
+	if (fr->cur) {
+		gen_unref(fr->cur->g);
+		free(fr->cur);
 	}
 	free(fr);
 }

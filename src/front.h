@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "gen.h"
 #include "context.h"
 #include "log.h"
 #include "loop.h"
@@ -20,8 +21,7 @@ struct front_env {
 	struct loop *loop;
 	struct upstream *up;
 	ctx_t *root;                     /* the worker's background context */
-	const struct config *cfg;
-	const struct route_table *routes;
+	struct gen *gen;                 /* the first configuration (a ref is taken) */
 	const int *listen_fds;           /* one per cfg->listen entry */
 	struct metrics_worker *metrics;
 	struct log_buf *log;             /* the worker's access-log buffer */
@@ -47,6 +47,10 @@ int64_t front_next_timeout(struct front *fr);
 
 /* Let MHD do its work (read, parse, call handlers, write). */
 void front_run(struct front *fr);
+
+/* Switch to a new configuration generation (a ref is taken): requests that
+ * start from now on use it; running ones keep theirs. */
+int front_set_gen(struct front *fr, struct gen *g);
 
 /* Stop accepting; new requests on open connections get 503 and close. */
 void front_drain(struct front *fr);

@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +16,14 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <systemd/sd-daemon.h>
 
 #include "admin.h"
 #include "config.h"
+#include "gen.h"
 #include "context.h"
 #include "log.h"
 #include "metrics.h"
-#include "route.h"
 #include "worker.h"
 
 #define CTXPROXY_VERSION "0.1.0"
@@ -185,55 +189,148 @@ static int start_admin(const struct config *cfg, struct admin **out)
 	return 0;
 }
 
-static long total_inflight(struct worker **ws, int n)
+/* The running daemon, as the main thread sees it. */
+struct daemon {
+	const char *path;
+	struct gen *gen;                  /* the configuration in force */
+	struct worker *ws[MAX_WORKERS];
+	int n;
+	struct admin *admin;
+	uint64_t watchdog_usec;           /* 0 = no systemd watchdog */
+};
+
+static long total_inflight(struct daemon *d)
 {
 	long sum = 0;
 	int i;
 
-	for (i = 0; i < n; i++)
-		sum += worker_inflight(ws[i]);
+	for (i = 0; i < d->n; i++)
+		sum += worker_inflight(d->ws[i]);
 	return sum;
 }
 
 /* Wait (bounded by ms) until no request is in flight. */
-static void wait_idle(struct worker **ws, int n, int64_t ms)
+static void wait_idle(struct daemon *d, int64_t ms)
 {
 	int64_t until = ctx_now_ns() + ms * 1000000;
 	struct timespec tick = { 0, 5 * 1000000 };
 
-	while (total_inflight(ws, n) > 0 && ctx_now_ns() < until)
+	while (total_inflight(d) > 0 && ctx_now_ns() < until)
 		nanosleep(&tick, NULL);
 }
 
-static void stop_workers(struct worker **ws, int n, int64_t grace_ms)
+static void stop_workers(struct daemon *d, int64_t grace_ms)
 {
 	int i;
 
-	for (i = 0; i < n; i++)
-		worker_drain(ws[i]);
-	wait_idle(ws, n, grace_ms);
-	for (i = 0; i < n; i++)
-		worker_cancel_all(ws[i]);
-	wait_idle(ws, n, 2000);
-	for (i = 0; i < n; i++)
-		worker_stop(ws[i]);
+	admin_set_draining(d->admin);
+	for (i = 0; i < d->n; i++)
+		worker_drain(d->ws[i]);
+	wait_idle(d, grace_ms);
+	for (i = 0; i < d->n; i++)
+		worker_cancel_all(d->ws[i]);
+	wait_idle(d, 2000);
+	for (i = 0; i < d->n; i++)
+		worker_stop(d->ws[i]);
+	d->n = 0;
 }
 
-/* Block the signals we handle in every thread; main waits for them. */
-static void wait_for_stop(sigset_t *set)
+static bool str_differ(const char *a, const char *b)
 {
+	return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Settings bound to the sockets and libmicrohttpd daemons made at start. */
+static bool needs_restart(const struct config *a, const struct config *b)
+{
+	size_t i;
+
+	if (a->nlisten != b->nlisten || a->workers != b->workers ||
+	    str_differ(a->admin, b->admin) ||
+	    a->max_connections != b->max_connections ||
+	    a->client_idle_timeout_ms != b->client_idle_timeout_ms)
+		return true;
+	for (i = 0; i < a->nlisten; i++)
+		if (strcmp(a->listen[i].host, b->listen[i].host) != 0 ||
+		    a->listen[i].port != b->listen[i].port ||
+		    a->listen[i].ipv6 != b->listen[i].ipv6)
+			return true;
+	return false;
+}
+
+/* SIGHUP: parse and check the file off the request path; on success every
+ * worker switches to it for new requests; on failure nothing changes. */
+static void reload(struct daemon *d)
+{
+	struct config *cfg;
+	struct gen *g;
+	int i;
+
+	sd_notify(0, "RELOADING=1");
+	cfg = config_load(d->path, stderr);
+	if (!cfg) {
+		log_msg(LOG_ERROR, "reload failed: the running configuration stays",
+			"path=%s", d->path);
+		goto ready;
+	}
+	if (needs_restart(d->gen->cfg, cfg))
+		log_msg(LOG_WARN, "listen, admin, workers, max_connections and "
+			"client_idle_timeout_ms changes need a restart", NULL);
+	if (metrics_assign_slots(cfg) < 0)
+		log_msg(LOG_WARN, "too many route names: some share metrics", NULL);
+	if (log_open_access(cfg->access_log, cfg->access_log_format) < 0)
+		log_msg(LOG_ERROR, "cannot open the new access log: the old stays",
+			"path=%s", cfg->access_log);
+	g = gen_new(cfg);
+	if (!g)
+		goto ready;
+	for (i = 0; i < d->n; i++)
+		worker_set_gen(d->ws[i], g);
+	gen_unref(d->gen);
+	d->gen = g;
+	log_msg(LOG_INFO, "reloaded", "routes=%zu", g->cfg->nroutes);
+ready:
+	sd_notify(0, "READY=1");
+}
+
+/* Tell systemd we live only when every worker answered the last wake-up. */
+static void watchdog_tick(struct daemon *d, uint64_t *beats)
+{
+	uint64_t now = 0;
+	int i;
+
+	for (i = 0; i < d->n; i++)
+		now += worker_beats(d->ws[i]);
+	if (now >= *beats + (uint64_t)d->n)
+		sd_notify(0, "WATCHDOG=1");
+	*beats = now;
+	for (i = 0; i < d->n; i++)
+		worker_ping(d->ws[i]);
+}
+
+/* Signals are blocked in every thread; the main thread takes them here. */
+static void serve_signals(struct daemon *d, sigset_t *set)
+{
+	struct timespec period = { 1, 0 };
+	uint64_t beats = 0;
 	int sig;
 
+	if (d->watchdog_usec) {
+		period.tv_sec = (time_t)(d->watchdog_usec / 2000000);
+		period.tv_nsec = (long)(d->watchdog_usec / 2 % 1000000) * 1000;
+	}
 	for (;;) {
-		if (sigwait(set, &sig) != 0)
-			continue;
+		sig = sigtimedwait(set, NULL, &period);
+		if (d->watchdog_usec)
+			watchdog_tick(d, &beats);
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_msg(LOG_INFO, "stopping", "signal=%s",
 				sig == SIGTERM ? "TERM" : "INT");
+			sd_notify(0, "STOPPING=1");
 			return;
 		}
 		if (sig == SIGHUP)
-			log_msg(LOG_WARN, "reload is not supported yet", NULL);
+			reload(d);
 		if (sig == SIGUSR1 && log_reopen() < 0)
 			log_msg(LOG_ERROR, "cannot reopen the access log", NULL);
 		else if (sig == SIGUSR1)
@@ -241,49 +338,54 @@ static void wait_for_stop(sigset_t *set)
 	}
 }
 
-static int run(const struct config *cfg)
+static void block_signals(sigset_t *set)
 {
-	struct route_table *routes = route_table_new(cfg);
-	struct worker *ws[MAX_WORKERS] = { 0 };
-	struct admin *admin = NULL;
-	int *fds, n = 0, rc = 2;
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int run(struct daemon *d)
+{
+	const struct config *cfg = d->gen->cfg;
+	int *fds, rc = 2;
 	sigset_t set;
 
 	fds = calloc((size_t)cfg->workers * cfg->nlisten, sizeof(int));
-	if (!routes || !fds || open_listeners(cfg, fds) < 0 ||
-	    start_admin(cfg, &admin) < 0)
+	if (!fds || open_listeners(cfg, fds) < 0 ||
+	    start_admin(cfg, &d->admin) < 0)
 		goto free_fds;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	for (n = 0; n < cfg->workers; n++) {
-		ws[n] = worker_start(n, cfg, routes,
-				     fds + (size_t)n * cfg->nlisten);
-		if (!ws[n])
+	block_signals(&set);
+	for (d->n = 0; d->n < cfg->workers; d->n++) {
+		d->ws[d->n] = worker_start(d->n, d->gen,
+					   fds + (size_t)d->n * cfg->nlisten);
+		if (!d->ws[d->n])
 			goto stop;
 	}
+	if (sd_watchdog_enabled(0, &d->watchdog_usec) <= 0)
+		d->watchdog_usec = 0;
 	log_msg(LOG_INFO, "started", "workers=%d", cfg->workers);
-	wait_for_stop(&set);
+	sd_notify(0, "READY=1");
+	serve_signals(d, &set);
 	rc = 0;
 stop:
-	admin_set_draining(admin);
-	stop_workers(ws, n, rc == 0 ? cfg->shutdown_grace_ms : 0);
+	stop_workers(d, rc == 0 ? d->gen->cfg->shutdown_grace_ms : 0);
 	if (rc == 0)
 		log_msg(LOG_INFO, "stopped", NULL);
 free_fds:
-	admin_stop(admin);
+	admin_stop(d->admin);
 	free(fds);
-	route_table_free(routes);
 	return rc;
 }
 
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
+	struct daemon d = { 0 };
 	struct config *cfg;
 	int rc;
 
@@ -306,10 +408,14 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return 2;
 	}
+	d.path = o.config;
+	d.gen = gen_new(cfg);
+	if (!d.gen)
+		return 2;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	rc = run(cfg);
+	rc = run(&d);
 	curl_global_cleanup();
 	log_close();
-	config_free(cfg);
+	gen_unref(d.gen);
 	return rc;
 }

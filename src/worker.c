@@ -31,6 +31,8 @@ struct worker {
 	struct metrics_worker *metrics;
 	struct log_buf *log;
 	atomic_int cmd;                 /* highest command sent so far */
+	_Atomic(struct gen *) next_gen; /* handed over by worker_set_gen */
+	atomic_ulong beats;             /* wake-ups served, for the watchdog */
 	int done_cmd;                   /* highest command carried out */
 	bool exit;
 };
@@ -40,7 +42,15 @@ static void worker_on_wake(void *arg)
 {
 	struct worker *w = arg;
 	int cmd = atomic_load(&w->cmd);
+	struct gen *g = atomic_exchange(&w->next_gen, NULL);
 
+	atomic_fetch_add(&w->beats, 1);
+	if (g) {
+		if (front_set_gen(w->front, g) < 0)
+			log_msg(LOG_ERROR, "cannot switch to the new config",
+				"worker=%d", w->id);
+		gen_unref(g);
+	}
 	if (cmd >= WORKER_DRAIN && w->done_cmd < WORKER_DRAIN)
 		front_drain(w->front);
 	if (cmd >= WORKER_CANCEL && w->done_cmd < WORKER_CANCEL)
@@ -119,12 +129,11 @@ static void worker_free(struct worker *w)
 	loop_free(w->loop);
 	metrics_worker_free(w->metrics);
 	log_buf_free(w->log);
+	gen_unref(atomic_load(&w->next_gen));
 	free(w);
 }
 
-struct worker *worker_start(int id, const struct config *cfg,
-			    const struct route_table *routes,
-			    const int *listen_fds)
+struct worker *worker_start(int id, struct gen *g, const int *listen_fds)
 {
 	struct worker *w = calloc(1, sizeof(*w));
 	struct front_env env = { 0 };
@@ -143,8 +152,7 @@ struct worker *worker_start(int id, const struct config *cfg,
 	env.loop = w->loop;
 	env.up = w->up;
 	env.root = w->root;
-	env.cfg = cfg;
-	env.routes = routes;
+	env.gen = g;
 	env.listen_fds = listen_fds;
 	env.worker_id = id;
 	env.metrics = w->metrics;
@@ -167,6 +175,14 @@ static void worker_send(struct worker *w, int cmd)
 	loop_wake(w->loop);
 }
 
+void worker_set_gen(struct worker *w, struct gen *g)
+{
+	struct gen *old = atomic_exchange(&w->next_gen, gen_ref(g));
+
+	gen_unref(old);                 /* a reload the worker had not taken */
+	loop_wake(w->loop);
+}
+
 void worker_drain(struct worker *w)
 {
 	worker_send(w, WORKER_DRAIN);
@@ -175,6 +191,16 @@ void worker_drain(struct worker *w)
 void worker_cancel_all(struct worker *w)
 {
 	worker_send(w, WORKER_CANCEL);
+}
+
+void worker_ping(struct worker *w)
+{
+	loop_wake(w->loop);
+}
+
+unsigned long worker_beats(const struct worker *w)
+{
+	return atomic_load(&w->beats);
 }
 
 long worker_inflight(const struct worker *w)

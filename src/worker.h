@@ -2,23 +2,29 @@
 #ifndef CTXPROXY_WORKER_H
 #define CTXPROXY_WORKER_H
 
-#include "config.h"
-#include "route.h"
+#include "gen.h"
 
 struct worker;
 
 /* Create worker `id` serving the given listening sockets (one per
- * cfg->listen entry, owned by the worker from now on) and start its
- * thread.  cfg and routes must outlive it.  NULL on failure (logged). */
-struct worker *worker_start(int id, const struct config *cfg,
-			    const struct route_table *routes,
-			    const int *listen_fds);
+ * g->cfg->listen entry, owned by the worker from now on) and start its
+ * thread.  The worker takes its own reference on g.  NULL on failure
+ * (logged). */
+struct worker *worker_start(int id, struct gen *g, const int *listen_fds);
+
+/* From the main thread: use g (a reference is taken) for new requests. */
+void worker_set_gen(struct worker *w, struct gen *g);
 
 /* From the main thread: stop accepting and answer 503 to new requests. */
 void worker_drain(struct worker *w);
 
 /* From the main thread: cancel everything in flight with cause shutdown. */
 void worker_cancel_all(struct worker *w);
+
+/* Liveness for the systemd watchdog: worker_ping() wakes the loop, which
+ * counts the wake-up in worker_beats() when it is alive (any thread). */
+void worker_ping(struct worker *w);
+unsigned long worker_beats(const struct worker *w);
 
 /* Requests in flight (any thread, approximate). */
 long worker_inflight(const struct worker *w);
