@@ -35,6 +35,7 @@ static const char *const phase_names[] = {
  * (MHD unescapes its own copy and drops the query string). */
 struct fconn {
 	struct front *fr;
+	const char *uri_raw;              /* the target in MHD's read buffer */
 	char *uri;
 	size_t cap;
 	int fd;
@@ -102,6 +103,22 @@ long front_connections(void)
 long front_inflight(const struct front *fr)
 {
 	return atomic_load_explicit(&fr->inflight, memory_order_relaxed);
+}
+
+static struct fconn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+static int conn_fd(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	return ci ? ci->connect_fd : -1;
 }
 
 /* ---- configuration generations ---- */
@@ -480,10 +497,16 @@ static int req_check_layout(struct req *r, const char *method,
 	const union MHD_ConnectionInfo *ci;
 	const char *from = version + strlen(version);
 
+	struct fconn *fc = conn_of(r->conn);
+
 	ci = MHD_get_connection_info(r->conn,
 				     MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 	if (!ci || from < method || ci->header_size < (size_t)(from - method))
 		return 0;                 /* not the layout we know: skip */
+	if (fc && fc->uri_raw &&
+	    headers_check_line_layout(method, fc->uri_raw, strlen(r->uri),
+				      version, &r->err_msg) < 0)
+		return -EINVAL;
 	return headers_check_layout(from, method + ci->header_size, v->f, v->n,
 				    &r->err_msg);
 }
@@ -716,21 +739,6 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 
 /* ---- connection and request bookkeeping ---- */
 
-static struct fconn *conn_of(struct MHD_Connection *c)
-{
-	const union MHD_ConnectionInfo *ci;
-
-	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	return ci ? ci->socket_context : NULL;
-}
-
-static int conn_fd(struct MHD_Connection *c)
-{
-	const union MHD_ConnectionInfo *ci;
-
-	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	return ci ? ci->connect_fd : -1;
-}
 
 static void conn_head_disarm(struct fconn *fc)
 {
@@ -814,6 +822,7 @@ static void *front_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 		fc->cap = n;
 	}
 	memcpy(fc->uri, uri, n);
+	fc->uri_raw = uri;
 	return NULL;                      /* the request is made later */
 }
 

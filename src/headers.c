@@ -199,20 +199,26 @@ int headers_check_target(const char *target, const char **why)
 	return 0;
 }
 
-static bool gap_is_blank(const char *p, const char *end)
+/* Only blanks, and at most max_nul NULs: the separators MHD wrote over
+ * (a colon, CR and LF).  One NUL more is a NUL the client sent. */
+static bool gap_ok(const char *p, const char *end, int max_nul)
 {
-	for (; p < end; p++)
+	for (; p < end; p++) {
+		if (*p == '\0' && --max_nul < 0)
+			return false;
 		if (*p != '\0' && *p != ' ' && *p != '\t')
 			return false;
+	}
 	return true;
 }
 
-/* [s, s + n) must start at or after *p, end by `end`, and only blanks may
- * lie between *p and s; *p then moves past it. */
+/* [s, s + n) must start at or after *p and end by `end`, with only a gap
+ * of separators between *p and s; *p then moves past it. */
 static bool span_next(const char **p, const char *end, const char *s,
-		      size_t n)
+		      size_t n, int max_nul)
 {
-	if (s < *p || s > end || n > (size_t)(end - s) || !gap_is_blank(*p, s))
+	if (s < *p || s > end || n > (size_t)(end - s) ||
+	    !gap_ok(*p, s, max_nul))
 		return false;
 	*p = s + n;
 	return true;
@@ -223,21 +229,37 @@ int headers_check_layout(const char *from, const char *end,
 			 const char **why)
 {
 	const char *p = from;
+	int eol = 2;                      /* CR LF ahead of the next name */
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		if (!span_next(&p, end, f[i].name, f[i].name_len))
+		if (!span_next(&p, end, f[i].name, f[i].name_len, eol))
 			goto bad;
-		/* An empty value may live anywhere (a static ""). */
-		if (f[i].value_len && !span_next(&p, end, f[i].value,
-						 f[i].value_len))
+		eol = 2;
+		/* An empty value may live anywhere (a static ""): its colon
+		 * then joins the next gap. */
+		if (!f[i].value_len)
+			eol = 3;
+		else if (!span_next(&p, end, f[i].value, f[i].value_len, 1))
 			goto bad;
 	}
-	if (gap_is_blank(p, end))
+	if (gap_ok(p, end, eol + 2))      /* and the empty line's CR LF */
 		return 0;
 bad:
 	*why = "malformed header block";
 	return -EINVAL;
+}
+
+int headers_check_line_layout(const char *method, const char *target,
+			      size_t target_len, const char *version,
+			      const char **why)
+{
+	if (method + strlen(method) + 1 != target ||
+	    target + target_len + 1 != version) {
+		*why = "malformed request line";
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* Fields the proxy sets itself, so never copied from the client. */
@@ -257,15 +279,35 @@ static bool field_in(const struct headers_field *f, const char *const *set,
 	return false;
 }
 
-static bool field_named_in(const struct headers_field *f, const char *list)
+/* Does the comma-separated token list [v, v + n) hold f's name? */
+static bool list_names(const char *v, size_t n, const struct headers_field *f)
 {
-	char name[128];
+	size_t i = 0, tok;
 
-	if (!list || f->name_len >= sizeof(name))
-		return false;
-	memcpy(name, f->name, f->name_len);
-	name[f->name_len] = '\0';
-	return headers_list_has(list, name);
+	while (i < n) {
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+			i++;
+		tok = i;
+		while (i < n && v[i] != ' ' && v[i] != '\t' && v[i] != ',')
+			i++;
+		if (i - tok == f->name_len &&
+		    strncasecmp(v + tok, f->name, f->name_len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Is f named by any of the client's Connection fields? */
+static bool field_named_in(const struct headers_field *f,
+			   const struct headers_field *in, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (name_is(&in[i], "connection") &&
+		    list_names(in[i].value, in[i].value_len, f))
+			return true;
+	return false;
 }
 
 static bool field_is_hop(const struct headers_field *f)
@@ -278,27 +320,9 @@ static bool field_is_hop(const struct headers_field *f)
 	return false;
 }
 
-/* The client's Connection value, when it sent exactly one. */
-static const char *connection_of(const struct headers_field *in, size_t n,
-				 char *buf, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		if (!name_is(&in[i], "connection"))
-			continue;
-		if (in[i].value_len >= len)
-			return NULL;
-		memcpy(buf, in[i].value, in[i].value_len);
-		buf[in[i].value_len] = '\0';
-		return buf;
-	}
-	return NULL;
-}
-
 static bool field_forwarded(const struct headers_field *f,
 			    const struct headers_upstream *u,
-			    const char *conn)
+			    const struct headers_field *in, size_t n)
 {
 	if (field_is_hop(f) || field_in(f, own_fields, sizeof(own_fields) /
 					sizeof(own_fields[0])))
@@ -306,7 +330,7 @@ static bool field_forwarded(const struct headers_field *f,
 	if (u->deadline_header && *u->deadline_header &&
 	    name_is(f, u->deadline_header))
 		return false;
-	return !field_named_in(f, conn);
+	return !field_named_in(f, in, n);
 }
 
 static int emit_str(headers_emit_fn emit, void *arg, const char *name,
@@ -372,14 +396,12 @@ int headers_rewrite_request(const struct headers_field *in, size_t n,
 			    const struct headers_upstream *u,
 			    headers_emit_fn emit, void *arg)
 {
-	char connbuf[1024];
-	const char *conn = connection_of(in, n, connbuf, sizeof(connbuf));
 	bool accept_seen = false;
 	size_t i;
 	int rc;
 
 	for (i = 0; i < n; i++) {
-		if (!field_forwarded(&in[i], u, conn))
+		if (!field_forwarded(&in[i], u, in, n))
 			continue;
 		if (name_is(&in[i], "accept"))
 			accept_seen = true;

@@ -60,6 +60,15 @@ int headers_check_layout(const char *from, const char *end,
 			 const struct headers_field *f, size_t n,
 			 const char **why);
 
+/* The request line as MHD left it: method, target and version in one
+ * buffer, each followed by exactly one separator.  A NUL inside the method
+ * or target (which MHD's C strings silently cut) breaks that.  target_len
+ * is the length of the target as received (strlen of a copy taken before
+ * MHD parsed the query).  Returns 0 or -EINVAL with *why set. */
+int headers_check_line_layout(const char *method, const char *target,
+			      size_t target_len, const char *version,
+			      const char **why);
+
 /* What the proxy itself puts in an upstream request head. */
 struct headers_upstream {
 	const char *host;            /* the client's Host, NULL when none */
