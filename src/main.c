@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -349,12 +350,33 @@ static void block_signals(sigset_t *set)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* Each connection costs a client and an upstream descriptor: raise the soft
+ * RLIMIT_NOFILE to what max_connections needs, up to the hard limit. */
+static void raise_nofile(const struct config *cfg)
+{
+	rlim_t need = (rlim_t)cfg->max_connections * 2 + 64 +
+		      (rlim_t)cfg->workers * (cfg->nlisten + 8);
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < need)
+		log_msg(LOG_WARN, "open-file limit too low for max_connections",
+			"limit=%llu needed=%llu",
+			(unsigned long long)rl.rlim_cur, (unsigned long long)need);
+	else
+		log_msg(LOG_INFO, "raised the open-file limit", "limit=%llu",
+			(unsigned long long)rl.rlim_cur);
+}
+
 static int run(struct daemon *d)
 {
 	const struct config *cfg = d->gen->cfg;
 	int *fds, rc = 2;
 	sigset_t set;
 
+	raise_nofile(cfg);
 	fds = calloc((size_t)cfg->workers * cfg->nlisten, sizeof(int));
 	if (!fds || open_listeners(cfg, fds) < 0 ||
 	    start_admin(cfg, &d->admin) < 0)
