@@ -3,6 +3,8 @@ PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
+LOGROTATEDIR ?= $(SYSCONFDIR)/logrotate.d
 ifeq ($(origin CC),default)
 CC := gcc
 endif
@@ -83,12 +85,22 @@ bench:
 	@$(MAKE) --no-print-directory $(B)/ctxproxy $(B)/tests/backend
 	@bench/run.sh
 
+# Files under SYSCONFDIR are the operator's: installed once, never overwritten.
+# The unit names the program and its config by path: rewritten for SBINDIR
+# and SYSCONFDIR.
 install: $(B)/ctxproxy
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/ctxproxy $(DESTDIR)$(UNITDIR)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/ctxproxy \
+		$(DESTDIR)$(LOGROTATEDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(B)/ctxproxy $(DESTDIR)$(SBINDIR)/ctxproxy
 	test -e $(DESTDIR)$(SYSCONFDIR)/ctxproxy/ctxproxy.conf || \
 		install -m 0644 conf/ctxproxy.conf $(DESTDIR)$(SYSCONFDIR)/ctxproxy/ctxproxy.conf
-	install -m 0644 systemd/ctxproxy.service $(DESTDIR)$(UNITDIR)/ctxproxy.service
+	test -e $(DESTDIR)$(LOGROTATEDIR)/ctxproxy || \
+		install -m 0644 conf/logrotate.d/ctxproxy $(DESTDIR)$(LOGROTATEDIR)/ctxproxy
+	sed -e 's|/usr/sbin/ctxproxy|$(SBINDIR)/ctxproxy|g' \
+		-e 's|/etc/ctxproxy/|$(SYSCONFDIR)/ctxproxy/|g' \
+		systemd/ctxproxy.service > $(DESTDIR)$(UNITDIR)/ctxproxy.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ctxproxy.service
+	install -m 0644 man/ctxproxy.8 $(DESTDIR)$(MANDIR)/man8/ctxproxy.8
 
 clean:
 	rm -rf $(B)

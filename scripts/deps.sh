@@ -5,7 +5,7 @@ set -u
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev libsystemd-dev"
 case "${1:-build}" in
 build) ;;
-test) pkgs="$pkgs libcmocka-dev python3 curl" ;;
+test) pkgs="$pkgs libcmocka-dev python3 curl valgrind logrotate mandoc" ;;
 demo) pkgs="$pkgs python3" ;;
 bench) pkgs="$pkgs python3 wrk nginx-light haproxy" ;;
 *) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;

@@ -319,6 +319,10 @@ static void serve_signals(struct daemon *d, sigset_t *set)
 	if (d->watchdog_usec) {
 		period.tv_sec = (time_t)(d->watchdog_usec / 2000000);
 		period.tv_nsec = (long)(d->watchdog_usec / 2 % 1000000) * 1000;
+		/* systemd counts from READY=1: ping now, so the first tick
+		 * (half a period later) can already send WATCHDOG=1. */
+		for (int i = 0; i < d->n; i++)
+			worker_ping(d->ws[i]);
 	}
 	for (;;) {
 		sig = sigtimedwait(set, NULL, &period);
