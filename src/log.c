@@ -12,7 +12,8 @@
 
 #include "log.h"
 
-#define LOG_LINE_MAX 4096
+#define LOG_LINE_MAX 16384
+#define LOG_PATH_MAX 2048          /* longer targets are cut, marked "..." */
 
 /* The access log's descriptor never changes while workers run: reopening
  * dup2()s the new file onto it, and "off" only clears access_on. */
@@ -334,10 +335,25 @@ static size_t fmt_json(char *buf, size_t len, const struct log_access *a)
 	return off;
 }
 
-void log_access(struct log_buf *b, const struct log_access *a)
+/* A target longer than LOG_PATH_MAX is logged cut, so that even fully
+ * escaped the line stays whole (and valid JSON). */
+static const char *log_path(const char *path, char *buf, size_t len)
 {
-	char line[LOG_LINE_MAX];
+	if (!path || strlen(path) < len - 4)
+		return path;
+	memcpy(buf, path, len - 4);
+	memcpy(buf + len - 4, "...", 4);
+	return buf;
+}
+
+void log_access(struct log_buf *b, const struct log_access *a_in)
+{
+	char line[LOG_LINE_MAX], path[LOG_PATH_MAX];
+	struct log_access cut = *a_in;
+	const struct log_access *a = &cut;
 	size_t n;
+
+	cut.path = log_path(a_in->path, path, sizeof(path));
 
 	if (!atomic_load_explicit(&access_on, memory_order_acquire))
 		return;

@@ -380,12 +380,14 @@ static int run(struct daemon *d)
 	int *fds, rc = 2;
 	sigset_t set;
 
+	/* First, so every thread started later inherits the mask and a
+	 * signal can only ever reach serve_signals(). */
+	block_signals(&set);
 	raise_nofile(cfg);
 	fds = calloc((size_t)cfg->workers * cfg->nlisten, sizeof(int));
 	if (!fds || open_listeners(cfg, fds) < 0 ||
 	    start_admin(cfg, &d->admin) < 0)
 		goto free_fds;
-	block_signals(&set);
 	for (d->n = 0; d->n < cfg->workers; d->n++) {
 		d->ws[d->n] = worker_start(d->n, d->gen,
 					   fds + (size_t)d->n * cfg->nlisten);

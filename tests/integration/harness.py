@@ -2,6 +2,7 @@
 
 import atexit
 import os
+import re
 import select
 import signal
 import socket
@@ -182,6 +183,24 @@ class LineLog:
         """All raw lines so far, newline-joined."""
         with self._cond:
             return "\n".join(self.raw)
+
+    def wait_raw(self, regex, timeout=WAIT_TIMEOUT, start=0):
+        """First raw line from index start on that regex (re.search) matches;
+        AssertionError after timeout."""
+        pattern = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._cond:
+            while True:
+                for idx in range(seen, len(self.raw)):
+                    if pattern.search(self.raw[idx]):
+                        return self.raw[idx]
+                seen = len(self.raw)
+                left = deadline - time.monotonic()
+                if left <= 0 or self.eof:
+                    break
+                self._cond.wait(left)
+        raise AssertionError("%s: no line matching /%s/" % (self.name, pattern.pattern))
 
 
 def _parse_event(line):
@@ -393,6 +412,35 @@ class Proxy:
     def alive(self):
         """Whether the daemon is still running."""
         return self.proc.poll() is None
+
+    def admin_port(self, timeout=WAIT_TIMEOUT):
+        """The admin listener's port, from the `msg="admin listening" addr=IP:PORT` line."""
+        line = self.log.wait(lambda e: e.get("msg") == "admin listening" and "addr" in e,
+                             timeout, what='msg="admin listening" addr=...')
+        return int(line["addr"].rsplit(":", 1)[1])
+
+    def signal(self, sig):
+        """Send sig to this daemon (by its pid; only while it runs), once it has
+        logged msg=started: its signal handling is set up only then."""
+        self.log.wait(msg="started", timeout=START_TIMEOUT)
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        """Wait for the daemon to exit on its own (after a signal the test sent):
+        (returncode, seconds waited). SIGKILL and AssertionError after timeout."""
+        self.stopped = True
+        start = time.monotonic()
+        try:
+            rc = self.proc.wait(timeout * (6 if VALGRIND else 1))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError("ctxproxy (pid %d) did not exit within %.0fs"
+                                 % (self.pid, timeout)) from None
+        if VALGRIND and rc == VALGRIND_EXIT:
+            raise AssertionError("valgrind found errors or definite leaks:\n%s" % self.log.text())
+        return rc, time.monotonic() - start
 
 
 def rss_kib(pid):
