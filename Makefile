@@ -105,4 +105,6 @@ install: $(B)/ctxproxy
 clean:
 	rm -rf $(B)
 
+include fuzz.mk
+
 -include $(OBJS:.o=.d)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # deps.sh - install the Debian packages a target needs (as root), or say how.
-# usage: scripts/deps.sh build|test|demo|bench
+# usage: scripts/deps.sh build|test|demo|bench|fuzz
 set -u
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev libsystemd-dev"
 case "${1:-build}" in
@@ -8,7 +8,8 @@ build) ;;
 test) pkgs="$pkgs libcmocka-dev python3 curl valgrind logrotate mandoc" ;;
 demo) pkgs="$pkgs python3" ;;
 bench) pkgs="$pkgs python3 wrk nginx-light haproxy" ;;
-*) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;
+fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+*) echo "usage: $0 build|test|demo|bench|fuzz" >&2; exit 2 ;;
 esac
 missing=""
 for p in $pkgs; do

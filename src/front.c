@@ -413,6 +413,13 @@ static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind,
 /* SPEC §6: refuse what libmicrohttpd lets through, before anything goes
  * upstream.  Returns the body length, FETCH_BODY_CHUNKED, -1 for none, or
  * REQ_BODY_BAD with r->err_msg set. */
+/* The proxy's own empty fields exist to switch libcurl's defaults off. */
+static bool own_empty(const char *name, size_t len)
+{
+	return (len == 6 && strncasecmp(name, "Accept", 6) == 0) ||
+	       (len == 6 && strncasecmp(name, "Expect", 6) == 0);
+}
+
 /* curl takes "Name: value" lines; "Name:" alone removes its own. */
 static int slist_emit(void *arg, const char *name, size_t name_len,
 		      const char *value, size_t value_len)
@@ -423,8 +430,10 @@ static int slist_emit(void *arg, const char *name, size_t name_len,
 
 	if (!line)
 		return -ENOMEM;
+	/* "Name:" alone tells libcurl to drop its own field; "Name;" sends
+	 * the field with an empty value. */
 	memcpy(line, name, name_len);
-	line[name_len] = ':';
+	line[name_len] = value_len || own_empty(name, name_len) ? ':' : ';';
 	line[name_len + 1] = value_len ? ' ' : '\0';
 	memcpy(line + name_len + 2, value, value_len);
 	line[len - 1] = '\0';

@@ -143,6 +143,11 @@ int headers_check_request(const char *version, const struct headers_field *f,
 		*why = "both content-length and transfer-encoding";
 		return -EINVAL;
 	}
+	/* RFC 9112 §6.1: HTTP/1.0 has no transfer codings: faulty framing. */
+	if (nte && version && strcmp(version, "HTTP/1.0") == 0) {
+		*why = "transfer-encoding in HTTP/1.0";
+		return -EINVAL;
+	}
 	if (nhost > 1 || (nhost == 0 && version &&
 			  strcmp(version, "HTTP/1.0") != 0)) {
 		*why = nhost ? "repeated host" : "missing host";

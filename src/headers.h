@@ -35,8 +35,8 @@ struct headers_framing {
 /* Check a request head against RFC 9112's musts that libmicrohttpd 0.9.75
  * does not enforce: header names are tokens; values hold no CR, LF or NUL;
  * not both Content-Length and Transfer-Encoding; Content-Lengths are
- * digits and all equal; Transfer-Encoding is exactly "chunked"; HTTP/1.1
- * has exactly one Host.  `version` is "HTTP/1.1" or "HTTP/1.0".  Returns 0
+ * digits and all equal; Transfer-Encoding is exactly "chunked", and only
+ * on HTTP/1.1; HTTP/1.1 has exactly one Host.  `version` is "HTTP/1.1" or "HTTP/1.0".  Returns 0
  * and fills *fr, or -EINVAL with *why set to a short static reason. */
 int headers_check_request(const char *version, const struct headers_field *f,
 			  size_t n, struct headers_framing *fr, const char **why);
@@ -54,7 +54,8 @@ bool headers_is_token(const char *s, size_t n);
  * name), cuts (a value with a NUL) or copies elsewhere (an obs-fold), all
  * silently.  Given the head's bytes [from, end) after the request line and
  * its fields in arrival order, check that every field lies inside it, in
- * order, and that nothing but NUL, space and tab lies between them.
+ * order, and that only blanks and the NULs MHD wrote over separators (one
+ * per colon, CR and LF) lie between them.
  * Returns 0 or -EINVAL with *why set. */
 int headers_check_layout(const char *from, const char *end,
 			 const struct headers_field *f, size_t n,
@@ -87,9 +88,9 @@ typedef int (*headers_emit_fn)(void *arg, const char *name, size_t name_len,
  * framing, Expect, Host, the deadline header and everything the proxy sets
  * itself; then the proxy's own: Host (when preserved), X-Request-Id,
  * X-Forwarded-For (the client's list joined, then client_ip),
- * X-Forwarded-Proto, X-Forwarded-Host and Via.  An empty "Accept" and
- * "Expect" are emitted when the client sent no Accept, so libcurl adds
- * neither.  Returns 0 or the first negative value emit returned. */
+ * X-Forwarded-Proto, X-Forwarded-Host and Via.  An empty "Expect" is
+ * always emitted, and an empty "Accept" when the client sent none, so
+ * libcurl adds neither.  Returns 0 or the first negative value emit returned. */
 int headers_rewrite_request(const struct headers_field *in, size_t n,
 			    const struct headers_upstream *u,
 			    headers_emit_fn emit, void *arg);

@@ -572,6 +572,33 @@ static size_t fetch_fields(const struct fetch *f, struct headers_field *out)
 	return f->nhdr;
 }
 
+/* Every Connection field's tokens, joined: they all name hop-by-hop fields. */
+static bool fetch_join_connection(struct fetch *f,
+				  const struct headers_field *fl, size_t n)
+{
+	size_t i, len = 0;
+	char *p;
+
+	for (i = 0; i < n; i++)
+		if (strcasecmp(fl[i].name, "connection") == 0)
+			len += fl[i].value_len + 1;
+	if (!len)
+		return true;
+	p = malloc(len);
+	if (!p)
+		return false;
+	f->conn_tokens = p;
+	for (i = 0; i < n; i++) {
+		if (strcasecmp(fl[i].name, "connection") != 0)
+			continue;
+		memcpy(p, fl[i].value, fl[i].value_len);
+		p += fl[i].value_len;
+		*p++ = ',';
+	}
+	p[-1] = '\0';
+	return true;
+}
+
 /* The head is complete: learn the framing (refusing an ambiguous one) and
  * drop the hop-by-hop fields.  Returns false for a response to refuse. */
 static bool fetch_finish_head(struct fetch *f)
@@ -587,9 +614,8 @@ static bool fetch_finish_head(struct fetch *f)
 		return false;
 	}
 	f->content_length = len;
-	for (i = 0; i < n; i++)
-		if (strcasecmp(fl[i].name, "connection") == 0 && !f->conn_tokens)
-			f->conn_tokens = strdup(fl[i].value);
+	if (!fetch_join_connection(f, fl, n))
+		return false;
 	/* Compact the kept pairs in place; they only move backwards. */
 	for (i = 0; i < n; i++) {
 		size_t sz = fl[i].name_len + fl[i].value_len + 2;
