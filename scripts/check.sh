@@ -1,18 +1,43 @@
 #!/bin/sh
-# check.sh - run the unit test binaries, then the integration suite; print a
-# closing "N passed, N failed" line.
+# check.sh - run the unit test binaries, then the integration suite; end with
+# one "N passed, N failed" line counting every test case.
 set -u
 unit_only=0
 if [ "${1:-}" = "--unit-only" ]; then unit_only=1; shift; fi
 passed=0; failed=0; failures=""
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+# Add a suite's counts: $1 = passed, $2 = failed, $3 = its exit status.
+count() {
+	passed=$((passed + ${1:-0}))
+	failed=$((failed + ${2:-0}))
+	if [ "$3" != 0 ] && [ "${2:-0}" = 0 ]; then failed=$((failed + 1)); fi
+}
+
 for t in "$@"; do
 	echo "== $t"
-	if "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures="$failures $t"; fi
+	"$t" >"$out" 2>&1; rc=$?
+	cat "$out"
+	p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -1)
+	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -1)
+	count "${p:-0}" "${f:-0}" $rc
+	[ $rc = 0 ] || failures="$failures $t"
 done
 if [ $unit_only = 0 ]; then
 	echo "== integration"
-	if python3 tests/integration/run.py; then passed=$((passed + 1)); else
-		failed=$((failed + 1)); failures="$failures integration"; fi
+	python3 tests/integration/run.py >"$out" 2>&1; rc=$?
+	cat "$out"
+	p=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' "$out" | tail -1)
+	f=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' "$out" | tail -1)
+	count "${p:-0}" "${f:-0}" $rc
+	[ $rc = 0 ] || failures="$failures integration"
+	if [ -x bench/smoke.sh ]; then
+		echo "== bench smoke"
+		bench/smoke.sh; rc=$?
+		count $((rc == 0)) 0 $rc
+		[ $rc = 0 ] || failures="$failures bench-smoke"
+	fi
 fi
 [ -n "$failures" ] && echo "failed suites:$failures"
 echo "$passed passed, $failed failed"
