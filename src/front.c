@@ -20,7 +20,8 @@
 #include "log.h"
 
 #define FRONT_MAX_DAEMONS 16
-#define FRONT_BLOCK_SIZE (32 * 1024)
+#define FRONT_BLOCK_SIZE (16 * 1024)
+#define FRONT_POOL_SIZE (16 * 1024)
 #define FRONT_URL_MAX 8192
 #define FRONT_DEADLINE_MAX_MS (24LL * 3600 * 1000)
 #define REQ_BODY_BAD (-3)      /* a malformed Content-Length */
@@ -35,6 +36,9 @@ static const char *const phase_names[] = {
  * (MHD unescapes its own copy and drops the query string). */
 struct fconn {
 	struct front *fr;
+	struct req *req;                  /* the request being handled, if any */
+	struct loop_io hup;               /* EPOLLRDHUP | EPOLLET, accept to close */
+	bool peer_gone;                   /* the client's FIN or RST was seen */
 	const char *uri_raw;              /* the target in MHD's read buffer */
 	char *uri;
 	size_t cap;
@@ -84,7 +88,7 @@ struct req {
 	int err_status;
 	const char *err_msg;
 	bool body_expected, suspended, responded, eof_sent;
-	struct loop_io hup;
+	struct fconn *fc;                 /* until the request completes */
 	int status;
 	uint64_t bytes_in, bytes_out;
 	int64_t t0;
@@ -216,40 +220,46 @@ static void req_set_id(struct req *r)
 
 /* ---- suspend, resume and the hang-up watch ---- */
 
-static void req_on_hup(struct loop_io *io, uint32_t events);
-
-/* MHD stops watching a suspended socket, so we watch it for the client's
- * FIN or RST, only while suspended (MHD cannot close it meanwhile). */
-static void req_suspend(struct req *r)
+/* MHD stops watching a suspended socket, and reads it only while it waits
+ * for request bytes, so each connection carries its own edge-triggered
+ * EPOLLRDHUP watch from accept to close (no epoll_ctl per request).  A FIN
+ * that comes while the request is not suspended is remembered, and the
+ * next suspension turns into a cancellation instead. */
+static bool req_suspend(struct req *r)
 {
 	if (r->suspended)
-		return;
+		return true;
+	if (r->fc && r->fc->peer_gone) {
+		ctx_cancel(r->ctx, CTX_CAUSE_CLIENT_DISCONNECT);
+		return false;
+	}
 	MHD_suspend_connection(r->conn);
 	r->suspended = true;
-	if (r->hup.fd >= 0)
-		loop_add(r->fr->env.loop, &r->hup, EPOLLRDHUP);
+	return true;
 }
 
 static void req_resume(struct req *r)
 {
 	if (!r->suspended)
 		return;
-	if (r->hup.fd >= 0)
-		loop_del(r->fr->env.loop, &r->hup);
 	r->suspended = false;
 	MHD_resume_connection(r->conn);
 	/* 0.9.75 external mode: resuming wakes nothing; run MHD ourselves. */
 	r->fr->need_run = true;
 }
 
-static void req_on_hup(struct loop_io *io, uint32_t events)
+static void conn_on_hup(struct loop_io *io, uint32_t events)
 {
-	struct req *r = io->data;
+	struct fconn *fc = io->data;
+	struct req *r = fc->req;
 
 	if (!(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
 		return;
-	ctx_cancel(r->ctx, CTX_CAUSE_CLIENT_DISCONNECT);
-	req_resume(r);
+	fc->peer_gone = true;
+	if (r && r->suspended) {
+		ctx_cancel(r->ctx, CTX_CAUSE_CLIENT_DISCONNECT);
+		req_resume(r);
+	}
 }
 
 static void req_on_cancel(ctx_t *ctx, void *arg)
@@ -301,9 +311,9 @@ static ssize_t req_read_body(void *cls, uint64_t pos, char *buf, size_t max)
 	}
 	if (n == FETCH_RECV_END)
 		return MHD_CONTENT_READER_END_OF_STREAM;
-	if (n == FETCH_RECV_ABORTED || ctx_is_cancelled(r->ctx))
+	if (n == FETCH_RECV_ABORTED || ctx_is_cancelled(r->ctx) ||
+	    !req_suspend(r))
 		return MHD_CONTENT_READER_END_WITH_ERROR;
-	req_suspend(r);
 	return 0;
 }
 
@@ -317,6 +327,28 @@ static bool status_is_bodyless(int status)
 	return status < 200 || status == 204 || status == 304;
 }
 
+/* When the whole body is in already (the common small response), hand it
+ * over as a buffer: MHD then sends head and body in one system call, and
+ * keeps no reader (whose 16 KiB block it would allocate and clear). */
+static struct MHD_Response *req_whole_body(struct req *r, int64_t len)
+{
+	struct MHD_Response *resp;
+	const char *body;
+	size_t have;
+
+	if (!fetch_ended(r->fetch) || !fetch_ok(r->fetch) ||
+	    strcmp(r->method, "HEAD") == 0)
+		return NULL;
+	body = fetch_peek(r->fetch, &have);
+	if (len >= 0 && (uint64_t)len != have)
+		return NULL;
+	resp = MHD_create_response_from_buffer(have, (void *)body,
+					       MHD_RESPMEM_MUST_COPY);
+	if (resp)
+		r->bytes_out = have;
+	return resp;
+}
+
 static enum MHD_Result req_reply_stream(struct req *r)
 {
 	struct MHD_Response *resp;
@@ -328,13 +360,17 @@ static enum MHD_Result req_reply_stream(struct req *r)
 
 	if (status_is_bodyless(status))
 		len = 0;
-	resp = MHD_create_response_from_callback(len >= 0 ? (uint64_t)len :
-						 MHD_SIZE_UNKNOWN,
-						 FRONT_BLOCK_SIZE, req_read_body,
-						 r, req_body_free);
-	if (!resp)
-		return MHD_NO;
-	r->refs++;
+	resp = req_whole_body(r, len);
+	if (!resp) {
+		resp = MHD_create_response_from_callback(len >= 0 ? (uint64_t)len :
+							 MHD_SIZE_UNKNOWN,
+							 FRONT_BLOCK_SIZE,
+							 req_read_body, r,
+							 req_body_free);
+		if (!resp)
+			return MHD_NO;
+		r->refs++;
+	}
 	for (i = 0; i < fetch_header_count(r->fetch); i++) {
 		fetch_header(r->fetch, i, &name, &value);
 		MHD_add_response_header(resp, name, value);
@@ -631,12 +667,10 @@ static bool err_closes(int status)
 static enum MHD_Result req_begin(struct req *r, const char *method,
 				 const char *version)
 {
-	struct field_vec *v = malloc(sizeof(*v));
+	struct field_vec vec, *v = &vec;
 	int64_t body_len;
 	int rc = -1;
 
-	if (!v)
-		return MHD_NO;
 	body_len = req_check_head(r, method, version, v);
 	req_decide_error(r, body_len);
 	r->body_expected = body_len > 0 || body_len == FETCH_BODY_CHUNKED;
@@ -647,7 +681,6 @@ static enum MHD_Result req_begin(struct req *r, const char *method,
 			r->err_msg = "cannot start upstream request";
 		}
 	}
-	free(v);
 	if (r->err_status) {
 		/* With a body unread (or unknown), answer now: MHD then closes. */
 		if (r->body_expected || body_len == REQ_BODY_BAD)
@@ -683,8 +716,8 @@ static enum MHD_Result req_upload(struct req *r, const char *data,
 	}
 	r->bytes_in += (uint64_t)n;
 	*size -= (size_t)n;
-	if (*size)
-		req_suspend(r);
+	if (*size && !req_suspend(r))
+		return MHD_NO;
 	return MHD_YES;
 }
 
@@ -706,8 +739,7 @@ static enum MHD_Result req_complete(struct req *r)
 		return req_reply_stream(r);
 	if (fetch_ended(r->fetch) || ctx_is_cancelled(r->child))
 		return req_reply_failure(r);
-	req_suspend(r);
-	return MHD_YES;
+	return req_suspend(r) ? MHD_YES : MHD_NO;
 }
 
 static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
@@ -729,7 +761,6 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 		r->conn = c;
 		r->refs = 1;
 		r->t0 = ctx_now_ns();
-		r->hup.fd = -1;
 		r->fg = fr->cur;
 		r->fg->live++;
 		r->cfg = r->fg->g->cfg;
@@ -874,9 +905,20 @@ static void front_on_connection(void *cls, struct MHD_Connection *c,
 		fc->fd = conn_fd(c);
 		conn_client_addr(c, fc->client, sizeof(fc->client));
 		conn_head_arm(fc);
+		fc->hup.fd = fc->fd;
+		fc->hup.fn = conn_on_hup;
+		fc->hup.data = fc;
+		if (fc->fd < 0 || loop_add(fc->fr->env.loop, &fc->hup,
+					   EPOLLRDHUP | EPOLLET) < 0)
+			fc->hup.fd = -1;
 		return;
 	}
 	if (fc) {
+		/* MHD closes the socket right after this notification. */
+		if (fc->hup.fd >= 0)
+			loop_del(fc->fr->env.loop, &fc->hup);
+		if (fc->req)
+			fc->req->fc = NULL;
 		conn_head_disarm(fc);
 		free(fc->uri);
 		free(fc);
@@ -901,9 +943,9 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 	else
 		conn_client_addr(c, r->client, sizeof(r->client));
 	req_set_id(r);
-	r->hup.fd = conn_fd(c);
-	r->hup.fn = req_on_hup;
-	r->hup.data = r;
+	r->fc = fc;
+	if (fc)
+		fc->req = r;
 	return req_begin(r, method, version);
 }
 
@@ -972,6 +1014,9 @@ static void front_on_completed(void *cls, struct MHD_Connection *c,
 	if (!r)
 		return;
 	*con_cls = NULL;
+	if (r->fc && r->fc->req == r)
+		r->fc->req = NULL;
+	r->fc = NULL;
 	if (r->ctx)
 		ctx_cancel(r->ctx, req_end_cause(r, toe));
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->phase == PH_STREAMING)
@@ -1029,6 +1074,11 @@ static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd)
 				MHD_OPTION_CONNECTION_LIMIT,
 				(unsigned int)(cfg->max_connections + 64),
 				MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+				/* MHD clears the pool for every request: 16 KiB
+				 * holds a head of up to ~8 KiB and costs half of
+				 * the default 32 KiB. */
+				MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+				(size_t)FRONT_POOL_SIZE,
 				MHD_OPTION_NOTIFY_COMPLETED, front_on_completed, fr,
 				MHD_OPTION_NOTIFY_CONNECTION, front_on_connection, fr,
 				MHD_OPTION_URI_LOG_CALLBACK, front_on_uri, fr,

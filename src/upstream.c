@@ -789,9 +789,11 @@ static int fetch_setup(struct fetch *f, const struct fetch_request *rq)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, fetch_on_prereq);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, f);
-	/* Our own watcher enforces connect_timeout_ms; curl's is a backstop. */
+	/* curl times the connect itself (most fetches reuse a connection, so
+	 * a watcher per fetch would be wasted); its timeout is mapped to the
+	 * connect_timeout cause in fetch_map_error(). */
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-			 (long)(rq->timeouts->connect_timeout_ms * 2 + 1000));
+			 (long)rq->timeouts->connect_timeout_ms);
 	fetch_set_method(f, rq->method);
 	return 0;
 }
@@ -822,8 +824,6 @@ struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
 	if (curl_multi_add_handle(up->multi, f->easy) != CURLM_OK)
 		goto unwatch;
 	f->running = true;
-	fetch_phase_arm(f, rq->timeouts->connect_timeout_ms,
-			CTX_CAUSE_CONNECT_TIMEOUT);
 	return f;
 
 unwatch:
@@ -988,4 +988,10 @@ int64_t fetch_closed_at(const struct fetch *f)
 int64_t fetch_head_latency(const struct fetch *f)
 {
 	return f->head_ns ? f->head_ns - f->started_ns : -1;
+}
+
+const char *fetch_peek(const struct fetch *f, size_t *len)
+{
+	*len = f->downbuf.len;
+	return f->downbuf.data ? f->downbuf.data + f->downbuf.off : "";
 }

@@ -82,6 +82,9 @@ void fetch_send_eof(struct fetch *f);
  * FETCH_RECV_AGAIN, FETCH_RECV_END, FETCH_RECV_ABORTED. */
 ssize_t fetch_recv(struct fetch *f, char *buf, size_t len);
 
+/* The response-body bytes buffered now (not consumed). */
+const char *fetch_peek(const struct fetch *f, size_t *len);
+
 /* After on_head: the status, the body length (-1 unknown) and the header
  * fields, hop-by-hop and framing fields already removed. */
 int fetch_status(const struct fetch *f);
