@@ -57,7 +57,9 @@ class ClientDisconnect(ProxyTest):
         c.send_request("GET", path)
         resp = c.read_head()
         self.assertEqual(resp.status, 200)
-        self.assertEqual(len(c.read_chunk()), 100)
+        # The proxy re-frames the body, so chunks may be merged.
+        first = c.read_chunk()
+        self.assertTrue(first and set(first) == {ord("x")}, "first chunk %r" % first[:20])
         req = backend.wait_request("/stream")
         closed_at = c.reset() if rst else c.close()
         self._check_propagation(backend, proxy, req, closed_at, path,

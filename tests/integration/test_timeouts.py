@@ -33,7 +33,9 @@ class Timeouts(ProxyTest):
         req = backend.wait_request("/slow")
         cancelled = backend.wait(ev="cancelled", conn=req["conn"], req=req["req"])
         self.assertEqual(cancelled["phase"], "before_response")
-        self.assertWithin(int(cancelled["after_ms"]), 250, 2000, "backend after_ms")
+        # The backend counts from when the request reached it: a slow proxy
+        # (valgrind) eats into the 300 ms before that.
+        self.assertWithin(int(cancelled["after_ms"]), 150, 2000, "backend after_ms")
         self.assertAccess(proxy.access("/slow"), status=504, cause="deadline_exceeded")
 
     def test_header_timeout(self):
