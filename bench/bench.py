@@ -1,0 +1,979 @@
+#!/usr/bin/env python3
+"""bench.py - ctxproxy against nginx and HAProxy on loopback; run through bench/run.sh.
+
+usage: bench.py [--smoke] [--out FILE.md] [--json FILE] [--only CASES] [--proxies LIST]
+  CASES: comma list of throughput,cancel,longpoll,stream (default: all)
+  LIST:  comma list of ctxproxy,nginx,haproxy (default: all; for debugging)
+
+Every process it starts (backends, proxies, clients) is a child with
+PR_SET_PDEATHSIG and is stopped by pid when its run ends or when this
+script exits.  Configuration and logs go to a fresh temp dir (removed at
+the end unless BENCH_KEEP_TMP=1).  Each (case, proxy) run gets a freshly
+started proxy, so its RSS figures are its own.
+
+Cases (see bench/RESULTS.md for what they mean and the targets):
+ 1. throughput: wrk -t1 -cC -dD --latency, GET / answered by an nginx
+    `return 200` backend; C = 50 and 256; proxies with 1 and 2 workers.
+ 2. cancel: N = 1, 100, 1000 `/slow?ms=30000` requests held by
+    tests/backend, all clients close together (bench/cancel_client.py).
+ 3. longpoll: 10,000 requests in flight at once (bench/longpoll_client.py),
+    fewer if RLIMIT_NOFILE cannot cover 2 descriptors per request.
+ 4. stream: 1 GiB download and 1 GiB upload (bench/stream_client.py), and
+    for context nginx once more with 64 KiB proxy buffers.
+--smoke: 1 s wrk runs, 1,000 long-polls, 64 MiB transfers, 1 s grace.
+Each run also records how much CPU other processes took meanwhile
+(CpuWatch): a note flags any run above 10%.
+Exit status: 0 if every run produced its figures, 1 if some did not, 2 if
+the setup failed.
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CTXPROXY = os.path.join(ROOT, "build", "ctxproxy")
+BACKEND = os.path.join(ROOT, "build", "tests", "backend")
+PROXIES = ("ctxproxy", "nginx", "haproxy")
+PY = sys.executable or "python3"
+
+FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
+            cancel_ns=(1, 100, 1000), cancel_reps={1: 20, 100: 3}, cancel_grace=5.0,
+            lp_n=10000, lp_hold=20.0,
+            stream_bytes=1 << 30, budget=570)
+SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
+             cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
+             lp_n=1000, lp_hold=3.0,
+             stream_bytes=64 << 20, budget=55)
+WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup():
+    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with us
+
+
+def which(name):
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin"
+    for d in path.split(":"):
+        p = os.path.join(d or ".", name)
+        if os.access(p, os.X_OK) and os.path.isfile(p):
+            return p
+    return None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def children_of(pid):
+    """Direct and indirect children of pid (from /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                kids = []
+            out += kids
+            todo += kids
+    return out
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+LIVE = []  # every Proc not yet stopped
+
+
+class Proc:
+    """A child process with its output in files; stop() ends it and its children."""
+
+    def __init__(self, name, argv, tmp, stop_sig=signal.SIGTERM):
+        self.name = name
+        self.out_path = os.path.join(tmp, name + ".out")
+        self.err_path = os.path.join(tmp, name + ".err")
+        self.stop_sig = stop_sig
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                      cwd=tmp, preexec_fn=_child_setup)
+        self.pid = self.p.pid
+        self.port = None
+        LIVE.append(self)
+
+    def poll(self):
+        return self.p.poll()
+
+    def pids(self):
+        return [self.pid] + children_of(self.pid)
+
+    def err_tail(self, n=3):
+        try:
+            with open(self.err_path, errors="replace") as f:
+                return " | ".join(f.read().strip().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout=5.0):
+        if self in LIVE:
+            LIVE.remove(self)
+        if self.p.poll() is not None:
+            return
+        kids = [(k, comm(k)) for k in children_of(self.pid)]
+        try:
+            self.p.send_signal(self.stop_sig)
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(5)
+        # Children that outlived their parent (nginx workers): by pid, and
+        # only if that pid still runs the same program.
+        deadline = time.monotonic() + 2
+        for k, name in kids:
+            while comm(k) == name and name is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if comm(k) == name and name is not None:
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def stop_all():
+    for p in list(reversed(LIVE)):
+        try:
+            p.stop(timeout=3)
+        except Exception:  # noqa: BLE001 - keep stopping the others
+            pass
+
+
+class Bench:
+    def __init__(self, args, cfg, tmp):
+        self.args = args
+        self.cfg = cfg
+        self.tmp = tmp
+        self.seq = 0
+        self.rows = []       # [(case, metric, {proxy: value}, fmt)]
+        self.runs = []       # raw per-run records
+        self.notes = []
+        self.failures = 0
+        self.t_start = time.monotonic()
+        self.nginx = which("nginx")
+        self.haproxy = which("haproxy")
+        self.wrk = which("wrk")
+        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+    # ---- helpers ----
+
+    def name(self, what):
+        self.seq += 1
+        return f"{self.seq:03d}-{what}"
+
+    def out_of_time(self):
+        return time.monotonic() - self.t_start > self.cfg["budget"]
+
+    def row(self, case, metric, values, fmt="{:.2f}"):
+        for r in self.rows:
+            if r[0] == case and r[1] == metric:
+                r[2].update(values)
+                return
+        self.rows.append((case, metric, dict(values), fmt))
+
+    def start_backend(self, quiet=False):
+        name = self.name("backend")
+        p = Proc(name, [BACKEND, "-p", "0"] + (["-q"] if quiet else []), self.tmp)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and p.poll() is None:
+            with open(p.out_path) as f:
+                m = re.match(r"listening port=(\d+)", f.readline())
+            if m:
+                p.port = int(m.group(1))
+                return p
+            time.sleep(0.01)
+        p.stop()
+        raise RuntimeError(f"tests/backend did not start: {p.err_tail()}")
+
+    def start_fast_backend(self):
+        name = self.name("fast-nginx")
+        port = free_port()
+        conf = os.path.join(self.tmp, name + ".conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1;
+error_log {self.tmp}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    client_body_temp_path {self.tmp}/{name}.body;
+    proxy_temp_path {self.tmp}/{name}.proxy;
+    fastcgi_temp_path {self.tmp}/{name}.fastcgi;
+    uwsgi_temp_path {self.tmp}/{name}.uwsgi;
+    scgi_temp_path {self.tmp}/{name}.scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+        p = self._nginx_proc(name, conf)
+        if not wait_port(port, p):
+            p.stop()
+            raise RuntimeError(f"backend nginx did not start: {p.err_tail()}")
+        p.port = port
+        return p
+
+    def _nginx_proc(self, name, conf):
+        return Proc(name, [self.nginx, "-p", self.tmp, "-e", f"{self.tmp}/{name}.error.log",
+                           "-c", conf, "-g", f"daemon off; pid {self.tmp}/{name}.pid;"],
+                    self.tmp, stop_sig=signal.SIGTERM)
+
+    def start_proxy(self, kind, workers, bport, conns, nginx_extra=""):
+        """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients."""
+        name = self.name(kind)
+        conf = os.path.join(self.tmp, name + ".conf")
+        if kind == "ctxproxy":
+            with open(conf, "w") as f:
+                f.write(f"""listen = "127.0.0.1:0";
+workers = {workers};
+max_connections = {max(conns + 1000, 20000)};
+client_idle_timeout_ms = 300000;
+max_body_bytes = 4294967296L;
+shutdown_grace_ms = 200;
+access_log = "off";
+defaults = {{ connect_timeout_ms = 5000; timeout_ms = 600000; }};
+routes = ( {{ name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bport}"; }} );
+""")
+            p = Proc(name, [CTXPROXY, "-c", conf], self.tmp)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and p.poll() is None and p.port is None:
+                with open(p.err_path, errors="replace") as f:
+                    m = re.search(r"msg=listening addr=127\.0\.0\.1:(\d+)", f.read())
+                if m:
+                    p.port = int(m.group(1))
+                else:
+                    time.sleep(0.01)
+            if p.port is None or not wait_port(p.port, p):
+                p.stop()
+                raise RuntimeError(f"ctxproxy did not start: {p.err_tail()}")
+            return p
+        port = free_port()
+        if kind == "nginx":
+            # Two connections per proxied request, and nginx starts closing
+            # idle client connections once fewer than 1/16 of the slots are
+            # free: leave room.  (It only warns when this exceeds the fd limit.)
+            wc = 2 * conns * 17 // 15 + 1024
+            with open(conf, "w") as f:
+                f.write(f"""worker_processes {workers};
+worker_rlimit_nofile {max(self.nofile, 1024)};
+error_log {self.tmp}/{name}.error.log warn;
+events {{ worker_connections {wc}; }}
+http {{
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    client_max_body_size 0;
+    client_body_temp_path {self.tmp}/{name}.body;
+    proxy_temp_path {self.tmp}/{name}.proxy;
+    fastcgi_temp_path {self.tmp}/{name}.fastcgi;
+    uwsgi_temp_path {self.tmp}/{name}.uwsgi;
+    scgi_temp_path {self.tmp}/{name}.scgi;
+    upstream backend {{
+        server 127.0.0.1:{bport};
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_ignore_client_abort off;
+            proxy_connect_timeout 5s;
+            proxy_read_timeout 600s;
+            proxy_send_timeout 600s;{nginx_extra}
+        }}
+    }}
+}}
+""")
+            p = self._nginx_proc(name, conf)
+        else:
+            # A tight maxconn slows HAProxy down badly (c=256 with maxconn 306:
+            # 14k req/s instead of 48k), so be generous within the fd limit
+            # (it needs about 2 * maxconn descriptors and refuses to start
+            # if it cannot raise RLIMIT_NOFILE that far).
+            maxconn = max(conns + 50, min(4 * conns + 1000, (self.nofile - 100) // 2))
+            with open(conf, "w") as f:
+                f.write(f"""global
+    maxconn {maxconn}
+    nbthread {workers}
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+    timeout http-keep-alive 300s
+    option abortonclose
+    http-reuse always
+
+frontend fe
+    bind 127.0.0.1:{port} backlog 4096
+    default_backend be
+
+backend be
+    server s1 127.0.0.1:{bport}
+""")
+            p = Proc(name, [self.haproxy, "-db", "-f", conf], self.tmp)
+        if not wait_port(port, p):
+            p.stop()
+            raise RuntimeError(f"{kind} did not start: {p.err_tail()}")
+        if kind == "nginx":
+            # The listening socket answers before the workers are forked:
+            # wait for them, so that p.pids() covers them.
+            deadline = time.monotonic() + 5
+            while len(children_of(p.pid)) < workers and time.monotonic() < deadline:
+                time.sleep(0.01)
+        p.port = port
+        return p
+
+    def client(self, script, argv, timeout):
+        """Run a bench client; its JSON result (or raise)."""
+        r = subprocess.run([PY, os.path.join(HERE, script)] + [str(a) for a in argv],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout, cwd=self.tmp, preexec_fn=_child_setup)
+        lines = r.stdout.strip().splitlines()
+        if not lines:
+            raise RuntimeError(f"{script} printed nothing (rc {r.returncode}): "
+                               f"{r.stderr.strip()[-300:]}")
+        return json.loads(lines[-1])
+
+    def record(self, case, proxy, result=None, error=None):
+        self.runs.append({"case": case, "proxy": proxy, "result": result, "error": error})
+        if error:
+            self.failures += 1
+            self.notes.append(f"{case} / {proxy}: FAILED: {error}")
+            print(f"  {proxy:9s} FAILED: {error}", file=sys.stderr, flush=True)
+
+    def run_one(self, case, proxy, fn):
+        """fn() -> result dict; failures are recorded, never raised."""
+        if proxy not in self.args.proxies.split(","):
+            return None
+        if self.out_of_time():
+            self.record(case, proxy, error="skipped: time budget used up")
+            return None
+        t0 = time.monotonic()
+        watch = CpuWatch([p for p in LIVE if getattr(p, "keep", False)])
+        try:
+            res = fn()
+        except Exception as e:  # noqa: BLE001 - a failed run must not stop the others
+            self.record(case, proxy, error=f"{type(e).__name__}: {e}")
+            return None
+        finally:
+            for p in list(LIVE):
+                if not getattr(p, "keep", False):
+                    p.stop()
+        foreign = watch.foreign()
+        if foreign is not None:
+            res["foreign_cpu"] = foreign
+            if foreign > FOREIGN_MAX:
+                self.notes.append(f"{case} / {proxy}: other processes used about "
+                                  f"{foreign * 100:.0f}% of the machine's CPU during this run; "
+                                  f"its figures are suspect")
+        self.record(case, proxy, result=res)
+        print(f"  {proxy:9s} {short(res)}  ({time.monotonic() - t0:.1f} s)",
+              file=sys.stderr, flush=True)
+        return res
+
+    # ---- case 1: throughput ----
+
+    def wrk_run(self, port, conns, secs, pids=()):
+        """wrk's figures, plus the CPU time pids used per request."""
+        argv = [self.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s",
+                f"http://127.0.0.1:{port}/"]
+        cpu0 = cpu_ticks(pids)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 20,
+                           stdin=subprocess.DEVNULL, preexec_fn=_child_setup)
+        cpu1 = cpu_ticks(pids)
+        out = parse_wrk(r.stdout)
+        if pids and out["requests"]:
+            out["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / os.sysconf("SC_CLK_TCK") / \
+                out["requests"]
+        return out
+
+    def case_throughput(self):
+        cfg = self.cfg
+        fast = self.start_fast_backend()
+        fast.keep = True
+        try:
+            for conns in cfg["conns"]:
+                d = self.wrk_run(fast.port, conns, cfg["wrk_secs"])
+                if d["rps"] is None or d["p99_ms"] is None:
+                    raise RuntimeError(f"wrk against the backend alone gave no figures "
+                                       f"(-c{conns})")
+                self.notes.append(f"fast backend alone (nginx return 200, 1 worker), "
+                                  f"wrk -t1 -c{conns}: {d['rps']:.0f} req/s, "
+                                  f"p99 {d['p99_ms']:.2f} ms")
+            for w in cfg["tp_workers"]:
+                print(f"throughput workers={w}:", file=sys.stderr, flush=True)
+                for proxy in PROXIES:
+
+                    def go(proxy=proxy, w=w):
+                        p = self.start_proxy(proxy, w, fast.port, max(cfg["conns"]))
+                        out = {}
+                        if cfg["warmup_secs"]:
+                            self.wrk_run(p.port, cfg["conns"][0], cfg["warmup_secs"])
+                        for conns in cfg["conns"]:
+                            out[conns] = self.wrk_run(p.port, conns, cfg["wrk_secs"],
+                                                      p.pids())
+                            if out[conns]["rps"] is None:
+                                raise RuntimeError(f"wrk -c{conns} gave no figures")
+                        if p.poll() is not None:
+                            raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
+                        return out
+
+                    res = self.run_one(f"throughput w={w}", proxy, go)
+                    for conns in cfg["conns"]:
+                        d = (res or {}).get(conns, {})
+                        case = f"throughput w={w} c={conns}"
+                        self.row(case, "req/s", {proxy: d.get("rps")}, "{:.0f}")
+                        self.row(case, "p50 ms", {proxy: d.get("p50_ms")}, "{:.3f}")
+                        self.row(case, "p99 ms", {proxy: d.get("p99_ms")}, "{:.3f}")
+                        self.row(case, "proxy CPU us/request",
+                                 {proxy: d.get("cpu_us_per_req")}, "{:.1f}")
+                        self.row(case, "errors", {proxy: d.get("errors")}, "{:.0f}")
+                        if d.get("errors"):
+                            self.notes.append(f"{case} / {proxy}: {d['errors']} non-2xx "
+                                              f"responses or socket errors")
+        finally:
+            fast.keep = False
+            fast.stop()
+
+    # ---- case 2: cancellation ----
+
+    def case_cancel(self):
+        cfg = self.cfg
+        for n in cfg["cancel_ns"]:
+            print(f"cancel N={n}:", file=sys.stderr, flush=True)
+            for proxy in PROXIES:
+                def go(proxy=proxy, n=n):
+                    be = self.start_backend()
+                    p = self.start_proxy(proxy, WORKERS, be.port, n)
+                    return self.client("cancel_client.py",
+                                       ["--port", p.port, "--events", be.out_path, "--n", n,
+                                        "--ms", 30000, "--grace", cfg["cancel_grace"],
+                                        "--repeat", cfg["cancel_reps"].get(n, 1)],
+                                       timeout=90)
+
+                res = self.run_one(f"cancel N={n}", proxy, go) or {}
+                case = f"cancel N={n}"
+                self.row(case, "p50 ms", {proxy: res.get("p50_ms")}, "{:.3f}")
+                self.row(case, "p99 ms", {proxy: res.get("p99_ms")}, "{:.3f}")
+                self.row(case, "max ms", {proxy: res.get("max_ms")}, "{:.3f}")
+                self.row(case, "lost", {proxy: res.get("lost")}, "{:.0f}")
+                total = n * res.get("rounds", 1)
+                if res and res.get("seen") != total:
+                    self.notes.append(f"{case} / {proxy}: only {res.get('seen')} of {total} "
+                                      f"requests reached the backend")
+                if res.get("answered_before_close"):
+                    self.notes.append(f"{case} / {proxy}: {res['answered_before_close']} "
+                                      f"requests were answered before the clients closed")
+
+    # ---- case 3: long-poll concurrency and memory ----
+
+    def case_longpoll(self):
+        cfg = self.cfg
+        n = cfg["lp_n"]
+        cap = (self.nofile - 150) // 2  # a proxy holds 2 sockets per request
+        if cap < n:
+            why = ("run.sh could not raise the hard limit even as root: no "
+                   "CAP_SYS_RESOURCE here" if os.geteuid() == 0 else
+                   "run as root to let run.sh raise it")
+            self.notes.append(f"long-poll: RLIMIT_NOFILE is {self.nofile} and a proxy needs 2 "
+                              f"descriptors per request, so N was cut from {n} to {cap} ({why})")
+            n = cap
+        case = f"{n} long-polls"
+        print(f"{case}:", file=sys.stderr, flush=True)
+        for proxy in PROXIES:
+            def go(proxy=proxy):
+                be = self.start_backend()
+                p = self.start_proxy(proxy, WORKERS, be.port, n)
+                time.sleep(0.2)
+                res = self.client("longpoll_client.py",
+                                  ["--port", p.port, "--events", be.out_path, "--n", n,
+                                   "--pids", ",".join(map(str, p.pids())),
+                                   "--hold", cfg["lp_hold"], "--timeout", 30],
+                                  timeout=cfg["lp_hold"] + 60)
+                if p.poll() is not None:
+                    raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
+                return res
+
+            res = self.run_one(case, proxy, go) or {}
+            mib = (lambda k: res[k] / 1024 if res.get(k) is not None else None)
+            self.row(case, "RSS idle MiB", {proxy: mib("rss_before_kib")}, "{:.1f}")
+            self.row(case, "RSS in flight MiB", {proxy: mib("rss_inflight_kib")}, "{:.1f}")
+            self.row(case, "KiB/request", {proxy: res.get("kib_per_req")}, "{:.2f}")
+            self.row(case, "in flight at sample", {proxy: res.get("in_flight")}, "{:.0f}")
+            self.row(case, "completed", {proxy: res.get("completed")}, "{:.0f}")
+        self.lp_n = n
+
+    # ---- case 4: streaming ----
+
+    def case_stream(self):
+        size = self.cfg["stream_bytes"]
+        label = f"{size >> 30} GiB" if size >= 1 << 30 else f"{size >> 20} MiB"
+        for mode in ("download", "upload"):
+            case = f"{label} {mode}"
+            print(f"{case}:", file=sys.stderr, flush=True)
+            for proxy in PROXIES:
+                def go(proxy=proxy, mode=mode):
+                    be = self.start_backend(quiet=True)
+                    p = self.start_proxy(proxy, WORKERS, be.port, 10)
+                    time.sleep(0.1)
+                    res = self.client("stream_client.py",
+                                      ["--port", p.port, "--mode", mode, "--size", size,
+                                       "--pids", ",".join(map(str, p.pids()))],
+                                      timeout=240)
+                    if not res.get("ok"):
+                        raise RuntimeError(f"transfer failed: {res.get('error')}, "
+                                           f"{res.get('bytes')} bytes")
+                    return res
+
+                res = self.run_one(case, proxy, go) or {}
+                mib = (lambda k: res[k] / 1024 if res.get(k) is not None else None)
+                growth = (res["rss_peak_kib"] - res["rss_before_kib"]) / 1024 if res else None
+                self.row(case, "MiB/s", {proxy: res.get("mib_per_s")}, "{:.0f}")
+                self.row(case, "peak RSS MiB", {proxy: mib("rss_peak_kib")}, "{:.1f}")
+                self.row(case, "RSS growth MiB", {proxy: growth}, "{:.1f}")
+            self.stream_nginx_64k(case, mode, size)
+
+    def stream_nginx_64k(self, case, mode, size):
+        """For context: nginx's default proxy_buffer_size is one page (4 KiB), so
+        with proxy_buffering off it moves 4 KiB per read; ctxproxy uses 64 KiB."""
+        if "nginx" not in self.args.proxies.split(",") or self.out_of_time():
+            return
+        extra = ("\n            proxy_buffer_size 64k; proxy_buffers 4 64k;"
+                 "\n            proxy_busy_buffers_size 128k; client_body_buffer_size 64k;")
+        try:
+            be = self.start_backend(quiet=True)
+            p = self.start_proxy("nginx", WORKERS, be.port, 10, nginx_extra=extra)
+            time.sleep(0.1)
+            res = self.client("stream_client.py",
+                              ["--port", p.port, "--mode", mode, "--size", size,
+                               "--pids", ",".join(map(str, p.pids()))], timeout=240)
+        except Exception as e:  # noqa: BLE001 - context only
+            self.notes.append(f"{case}: nginx with 64 KiB buffers: failed: {e}")
+            return
+        finally:
+            for p in list(LIVE):
+                if not getattr(p, "keep", False):
+                    p.stop()
+        rate = res.get("mib_per_s")
+        ctx = next((r[2].get("ctxproxy") for r in self.rows
+                    if r[0] == case and r[1] == "MiB/s"), None)
+        if rate:
+            ratio = f"; ctxproxy/that = {ctx / rate:.2f}" if ctx else ""
+            self.notes.append(f"{case}: nginx with 64 KiB proxy buffers (not its default 4 KiB) "
+                              f"does {rate:.0f} MiB/s, RSS growth "
+                              f"{(res['rss_peak_kib'] - res['rss_before_kib']) / 1024:.1f} MiB"
+                              f"{ratio}")
+            print(f"  nginx-64k {short(res)}", file=sys.stderr, flush=True)
+
+    # ---- report ----
+
+    def table(self):
+        head = ("case", "metric", "ctxproxy", "nginx", "haproxy", "ctxproxy/nginx")
+        body = []
+        for case, metric, vals, fmt in self.rows:
+            cells = [fmt.format(vals[p]) if isinstance(vals.get(p), (int, float)) else "-"
+                     for p in PROXIES]
+            c, n = vals.get("ctxproxy"), vals.get("nginx")
+            ratio = f"{c / n:.2f}" if isinstance(c, (int, float)) and \
+                isinstance(n, (int, float)) and n else "-"
+            body.append((case, metric, *cells, ratio))
+        return head, body
+
+    def targets(self):
+        """[(target, verdict, detail)] for ctxproxy against the issue's targets."""
+        out = []
+
+        def val(case, metric, proxy):
+            for r in self.rows:
+                if r[0] == case and r[1] == metric:
+                    v = r[2].get(proxy)
+                    return v if isinstance(v, (int, float)) else None
+            return None
+
+        def verdict(ok):
+            return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+        for w in self.cfg["tp_workers"]:
+            for c in self.cfg["conns"]:
+                case = f"throughput w={w} c={c}"
+                cr, nr = val(case, "req/s", "ctxproxy"), val(case, "req/s", "nginx")
+                cp, np_ = val(case, "p99 ms", "ctxproxy"), val(case, "p99 ms", "nginx")
+                ok = None if None in (cr, nr, cp, np_) else (cr >= nr and cp <= np_)
+                detail = "-" if ok is None else \
+                    f"{cr / nr:.2f}x req/s; p99 {cp:.3f} vs {np_:.3f} ms"
+                out.append((f"{case}: req/s >= 1.0x nginx and p99 <= nginx",
+                            verdict(ok), detail))
+        for n in self.cfg["cancel_ns"]:
+            case = f"cancel N={n}"
+            cp, np_ = val(case, "p99 ms", "ctxproxy"), val(case, "p99 ms", "nginx")
+            lost = val(case, "lost", "ctxproxy")
+            ok = None if None in (cp, np_, lost) else (cp <= np_ and lost == 0)
+            detail = "-" if ok is None else \
+                f"p99 {cp:.3f} vs {np_:.3f} ms; lost {lost:.0f}"
+            out.append((f"{case}: p99 <= nginx, none lost", verdict(ok), detail))
+        n = getattr(self, "lp_n", self.cfg["lp_n"])
+        case = f"{n} long-polls"
+        kib, done = val(case, "KiB/request", "ctxproxy"), val(case, "completed", "ctxproxy")
+        ok = None if None in (kib, done) else (kib <= 32 and done == n)
+        detail = "-" if ok is None else f"{kib:.2f} KiB/request; {done:.0f}/{n} completed"
+        out.append((f"{case}: <= 32 KiB RSS per request, all complete", verdict(ok), detail))
+        size = self.cfg["stream_bytes"]
+        label = f"{size >> 30} GiB" if size >= 1 << 30 else f"{size >> 20} MiB"
+        for mode in ("download", "upload"):
+            case = f"{label} {mode}"
+            cr, nr = val(case, "MiB/s", "ctxproxy"), val(case, "MiB/s", "nginx")
+            g = val(case, "RSS growth MiB", "ctxproxy")
+            ok = None if None in (cr, nr, g) else (cr >= 0.9 * nr and g < 16)
+            detail = "-" if ok is None else f"{cr / nr:.2f}x nginx; RSS growth {g:.1f} MiB"
+            out.append((f"{case}: >= 0.9x nginx bytes/s, RSS growth < 16 MiB",
+                        verdict(ok), detail))
+        return out
+
+    def report(self):
+        head, body = self.table()
+        widths = [max(len(str(r[i])) for r in [head] + body) for i in range(len(head))]
+        lines = ["  ".join(str(c).ljust(widths[i]) if i < 2 else str(c).rjust(widths[i])
+                           for i, c in enumerate(r)) for r in [head] + body]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        print("\n".join(lines))
+        tg = self.targets()
+        print("\nTargets (ctxproxy):")
+        for t, v, d in tg:
+            print(f"  {v:6s}  {t}  [{d}]")
+        if self.notes:
+            print("\nNotes:")
+            for n in self.notes:
+                print(f"  - {n}")
+        return head, body, tg
+
+    def foreign_summary(self):
+        worst = max(((r["result"] or {}).get("foreign_cpu", 0.0), r["case"], r["proxy"])
+                    for r in self.runs) if self.runs else None
+        if worst is None:
+            return "CPU used by other processes during the runs: ?"
+        return (f"CPU used by other processes during the runs: at most {worst[0] * 100:.0f}% "
+                f"({worst[1]} / {worst[2]})")
+
+    def markdown(self, head, body, tg, elapsed):
+        md = [f"# ctxproxy benchmark: {'smoke' if self.args.smoke else 'full'} run",
+              "",
+              f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+              f"- machine: {machine()}",
+              f"- ctxproxy: {getattr(self, 'version', '?')}",
+              f"- tools: {tool_versions(self)}",
+              f"- command: `bench/run.sh{' --smoke' if self.args.smoke else ''}` "
+              f"({elapsed:.0f} s)",
+              f"- proxy workers: as in the case name for throughput, {WORKERS} for the "
+              f"other cases",
+              f"- cancel rounds pooled: {self.cfg['cancel_reps']} (N: rounds; others 1)",
+              f"- {getattr(self, 'idle_note', 'CPU busy before the run: ?')}; "
+              f"{self.foreign_summary()}; load average at the end: {load_avg()}",
+              "",
+              "| " + " | ".join(head) + " |",
+              "|" + "|".join(["---", "---"] + ["---:"] * 4) + "|"]
+        md += ["| " + " | ".join(r) + " |" for r in body]
+        md += ["", "## Targets (ctxproxy)", "", "| target | verdict | figures |",
+               "|---|---|---|"]
+        md += [f"| {t} | {v} | {d} |" for t, v, d in tg]
+        if self.notes:
+            md += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(md) + "\n"
+
+
+def short(res):
+    s = json.dumps(res, default=str)
+    return s if len(s) < 300 else s[:297] + "..."
+
+
+def parse_wrk(text):
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}
+    out = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0, "requests": None}
+    for line in text.splitlines():
+        m = re.match(r"\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", line)
+        if m:
+            out[f"p{m.group(1)}_ms"] = float(m.group(2)) * unit[m.group(3)]
+        m = re.match(r"\s*Requests/sec:\s+([\d.]+)", line)
+        if m:
+            out["rps"] = float(m.group(1))
+        m = re.match(r"\s*(\d+) requests in", line)
+        if m:
+            out["requests"] = int(m.group(1))
+        m = re.match(r"\s*Non-2xx or 3xx responses:\s+(\d+)", line)
+        if m:
+            out["errors"] += int(m.group(1))
+        m = re.match(r"\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     line)
+        if m:
+            out["errors"] += sum(int(x) for x in m.groups())
+    return out
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        mem = 0
+    return f"{os.cpu_count()} CPUs ({model}), {mem} MiB RAM, Linux {os.uname().release}"
+
+
+def tool_versions(b):
+    def first(argv):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return "?"
+    hv = re.search(r"version (\S+)", first([b.haproxy, "-v"]))
+    wv = re.search(r"wrk (\S+)", first([b.wrk, "-v"]))
+    return "; ".join([first([b.nginx, "-v"]).replace("nginx version: ", ""),
+                      "haproxy/" + (hv.group(1) if hv else "?"),
+                      "wrk " + (wv.group(1) if wv else "?")])
+
+
+FOREIGN_MAX = 0.10
+
+
+class CpuWatch:
+    """How much of the machine's CPU went to processes that are not ours.
+
+    Ours = this process, every child reaped since (getrusage RUSAGE_CHILDREN
+    covers their waited-for descendants too: nginx workers, wrk, clients),
+    and the long-lived `kept` processes (read from /proc).  Busy = user +
+    nice + system + irq + softirq + steal from /proc/stat.  Loopback
+    traffic's softirq time is not always charged to a process, so a few
+    percent of "foreign" time is normal; FOREIGN_MAX flags more."""
+
+    def __init__(self, kept):
+        self.kept = kept
+        self.t0 = time.monotonic()
+        self.busy0 = self._busy()
+        self.ours0 = self._ours()
+
+    @staticmethod
+    def _busy():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _ours(self):
+        c = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kept = cpu_ticks([pid for p in self.kept for pid in p.pids()])
+        return c.ru_utime + c.ru_stime + me.ru_utime + me.ru_stime + \
+            kept / os.sysconf("SC_CLK_TCK")
+
+    def foreign(self):
+        """Share (0..1) of all CPUs used by others since we started watching."""
+        busy = self._busy()
+        wall = time.monotonic() - self.t0
+        if busy is None or self.busy0 is None or wall <= 0:
+            return None
+        other = (busy - self.busy0) - (self._ours() - self.ours0)
+        return max(0.0, other / (wall * (os.cpu_count() or 1)))
+
+
+def cpu_ticks(pids):
+    """utime + stime (clock ticks) summed over pids, from /proc/PID/stat."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def load_avg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def cpu_busy(secs=1.0):
+    """Fraction of all CPUs busy over secs, from /proc/stat (before we start anything)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)
+    try:
+        t1, i1 = snap()
+        time.sleep(secs)
+        t2, i2 = snap()
+        return 1.0 - (i2 - i1) / max(1, t2 - t1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def binary_version(path):
+    """'ctxproxy -V' output, the binary's mtime and the checkout's commit."""
+    try:
+        v = subprocess.run([path, "-V"], capture_output=True, text=True,
+                           timeout=5).stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        v = "?"
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y-%m-%d %H:%M")
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head, dirty = "?", ""
+    return f"{v}, built {mtime}, checkout {head or '?'}{' (src/ modified)' if dirty else ''}"
+
+
+def main():
+    global CTXPROXY, BACKEND
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out", help="write the table as Markdown here")
+    ap.add_argument("--json", help="write every figure as JSON here")
+    ap.add_argument("--only", default="throughput,cancel,longpoll,stream")
+    ap.add_argument("--proxies", default=",".join(PROXIES), help="subset to run (debugging)")
+    args = ap.parse_args()
+    cfg = SMOKE if args.smoke else FULL
+
+    def on_signal(sig, _frame):
+        raise SystemExit(128 + sig)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    tmp = tempfile.mkdtemp(prefix="ctxproxy-bench.")
+    b = Bench(args, cfg, tmp)
+    missing = [n for n, p in (("nginx", b.nginx), ("haproxy", b.haproxy), ("wrk", b.wrk),
+                              ("build/ctxproxy", CTXPROXY if os.access(CTXPROXY, os.X_OK)
+                               else None),
+                              ("build/tests/backend", BACKEND if os.access(BACKEND, os.X_OK)
+                               else None)) if not p]
+    if missing:
+        print(f"bench: missing: {', '.join(missing)}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 2
+    # Other work may rebuild build/ while we run: use copies taken now.
+    for src in (CTXPROXY, BACKEND):
+        shutil.copy2(src, os.path.join(tmp, os.path.basename(src)))
+    b.version = binary_version(CTXPROXY)
+    CTXPROXY = os.path.join(tmp, "ctxproxy")
+    BACKEND = os.path.join(tmp, "backend")
+    busy = cpu_busy()
+    if busy is not None:
+        b.idle_note = f"CPU busy before the run (other processes): {busy * 100:.0f}%"
+        if busy > 0.10:
+            b.notes.append(f"the machine was NOT idle: {busy * 100:.0f}% of the CPUs were "
+                           f"busy before the run started; throughput and latency figures "
+                           f"are unreliable, compare ratios only")
+    t0 = time.monotonic()
+    try:
+        cases = args.only.split(",")
+        if "throughput" in cases:
+            try:
+                b.case_throughput()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                b.record("throughput", "all", error=f"{type(e).__name__}: {e}")
+        if "cancel" in cases:
+            b.case_cancel()
+        if "longpoll" in cases:
+            b.case_longpoll()
+        if "stream" in cases:
+            b.case_stream()
+    finally:
+        stop_all()
+        if os.environ.get("BENCH_KEEP_TMP") == "1":
+            print(f"bench: kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.monotonic() - t0
+    print()
+    head, body, tg = b.report()
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(b.markdown(head, body, tg, elapsed))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"smoke": args.smoke, "elapsed_s": elapsed, "runs": b.runs,
+                       "rows": [{"case": r[0], "metric": r[1], "values": r[2]}
+                                for r in b.rows],
+                       "targets": tg, "notes": b.notes}, f, indent=1)
+    print(f"\nbench: {len(b.runs)} runs, {b.failures} failed, {elapsed:.0f} s",
+          file=sys.stderr)
+    return 1 if b.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
