@@ -277,6 +277,9 @@ static struct oracle_req oracle_request(const struct input *in)
 		o.valid = false;
 	if (!(in->flags & FL_HTTP10) && o.nhost != 1)
 		o.valid = false;
+	/* RFC 9112 §6.1: no transfer codings in HTTP/1.0. */
+	if ((in->flags & FL_HTTP10) && o.nte)
+		o.valid = false;
 	return o;
 }
 

@@ -395,6 +395,9 @@ static void test_check_request_host(void **state)
 		  false },
 		{ "two hosts on 1.0", V10, { HOST, HOST }, -EINVAL, "host", 0,
 		  false },
+		/* Found by the fuzzer once the rule existed: RFC 9112 §6.1. */
+		{ "chunked on 1.0", V10, { FL("Transfer-Encoding", "Chunked") },
+		  -EINVAL, "transfer-encoding", 0, false },
 		{ "Host with a space is no Host", V11, { FL("Host ", "h") },
 		  -EINVAL, NULL, 0, false },
 	};
