@@ -32,9 +32,13 @@ class TwoHops(ProxyTest):
         # The backend's connection is closed when the shared budget ends.
         cancelled = backend.wait(ev="cancelled", conn=req["conn"], req=req["req"])
         self.assertWithin(int(cancelled["after_ms"]), 400, 2000, "backend after_ms")
-        # B enforced the budget A sent it, not its own 5 s route timeout.
-        self.assertAccess(b.access("/slow"), status=504, cause="deadline_exceeded")
-        self.assertAccess(a.access("/slow"), status=504)
+        # B ended with the budget A sent it, not its own 5 s route timeout:
+        # by its own deadline, or (when A's fired a hair sooner, as on a
+        # slow machine) by A hanging up.
+        line = b.access("/slow")
+        self.assertIn(line.get("cause"), ("deadline_exceeded", "client_disconnect"))
+        self.assertLess(float(line["duration_ms"]), 2000.0)
+        self.assertAccess(a.access("/slow"), status=504, cause="deadline_exceeded")
 
     def test_invalid_client_deadline_is_ignored(self):
         backend, proxy = self.setup_pair(route_opts={"timeout_ms": 4000})
