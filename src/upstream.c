@@ -17,6 +17,7 @@
 #define FETCH_HEAD_MAX (64 * 1024)     /* response head bytes we keep */
 #define FETCH_MAX_HEADERS 100
 #define UPSTREAM_EASY_POOL 64          /* idle easy handles kept for reuse */
+#define UPSTREAM_BUF_POOL 16           /* idle body buffers kept for reuse */
 
 enum {
 	PEND_HEAD = 1,
@@ -78,7 +79,28 @@ struct upstream {
 	struct fetch *pend_head, *pend_tail;
 	CURL *pool[UPSTREAM_EASY_POOL];
 	int npool;
+	char *bufs[UPSTREAM_BUF_POOL];   /* idle FETCH_BUF_SIZE buffers */
+	int nbufs;
 };
+
+/* Body buffers are kept per worker: a 64 KiB block is a large chunk for
+ * malloc, which costs more than its size suggests on every request. */
+static char *upstream_buf_get(struct upstream *up)
+{
+	if (up->nbufs)
+		return up->bufs[--up->nbufs];
+	return malloc(FETCH_BUF_SIZE);
+}
+
+static void upstream_buf_put(struct upstream *up, char *buf)
+{
+	if (!buf)
+		return;
+	if (up->nbufs < UPSTREAM_BUF_POOL)
+		up->bufs[up->nbufs++] = buf;
+	else
+		free(buf);
+}
 
 static void fetch_notify(struct fetch *f, unsigned what)
 {
@@ -286,6 +308,8 @@ void upstream_free(struct upstream *up)
 		return;
 	for (i = 0; i < up->npool; i++)
 		curl_easy_cleanup(up->pool[i]);
+	for (i = 0; i < up->nbufs; i++)
+		free(up->bufs[i]);
 	curl_multi_cleanup(up->multi);
 	free(up);
 }
@@ -667,7 +691,7 @@ static size_t fetch_on_write(char *data, size_t size, size_t n, void *arg)
 	if (!f->running)
 		return 0;
 	if (!b->data) {
-		b->data = malloc(FETCH_BUF_SIZE);
+		b->data = upstream_buf_get(f->up);
 		if (!b->data)
 			return 0;
 	}
@@ -857,8 +881,8 @@ void fetch_free(struct fetch *f)
 	curl_slist_free_all(f->headers);
 	free(f->deadline_header);
 	ctx_unref(f->ctx);
-	free(f->upbuf.data);
-	free(f->downbuf.data);
+	upstream_buf_put(f->up, f->upbuf.data);
+	upstream_buf_put(f->up, f->downbuf.data);
 	free(f->hdr);
 	free(f->conn_tokens);
 	free(f);
@@ -882,7 +906,7 @@ ssize_t fetch_send(struct fetch *f, const char *data, size_t len)
 	if (f->ended)
 		return -ECANCELED;
 	if (!b->data) {
-		b->data = malloc(FETCH_BUF_SIZE);
+		b->data = upstream_buf_get(f->up);
 		if (!b->data)
 			return -ENOMEM;
 	}
