@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -66,9 +68,17 @@ struct fetch {
 	struct fetch *pend_next;
 };
 
+/* One upstream socket in the worker's epoll set.  It stays registered from
+ * the first time libcurl wants it until libcurl closes it (the closesocket
+ * callback), also while it idles in libcurl's connection cache, so a reused
+ * connection costs no epoll_ctl per request. */
 struct csock {
 	struct loop_io io;
 	struct upstream *up;
+	uint32_t events;                 /* what epoll watches now */
+	bool active;                     /* libcurl wants events from it */
+	bool ours;                       /* opened by upstream_on_open */
+	bool added;                      /* in the epoll set */
 };
 
 struct upstream {
@@ -81,6 +91,8 @@ struct upstream {
 	int npool;
 	char *bufs[UPSTREAM_BUF_POOL];   /* idle FETCH_BUF_SIZE buffers */
 	int nbufs;
+	struct csock **socks;            /* by descriptor */
+	size_t nsocks;
 };
 
 /* Body buffers are kept per worker: a 64 KiB block is a large chunk for
@@ -197,12 +209,41 @@ int upstream_dispatch(struct upstream *up)
 
 static void upstream_check_done(struct upstream *up);
 
+static int csock_watch(struct csock *cs, uint32_t events)
+{
+	int rc;
+
+	if (cs->added && cs->events == events)
+		return 0;
+	rc = cs->added ? loop_mod(cs->up->loop, &cs->io, events) :
+		loop_add(cs->up->loop, &cs->io, events);
+	if (rc == 0) {
+		cs->added = true;
+		cs->events = events;
+	}
+	return rc;
+}
+
+static void csock_drop(struct upstream *up, struct csock *cs)
+{
+	if (cs->added)
+		loop_del(up->loop, &cs->io);
+	up->socks[cs->io.fd] = NULL;
+	free(cs);
+}
+
 static void csock_on_io(struct loop_io *io, uint32_t events)
 {
 	struct csock *cs = (struct csock *)io;
 	struct upstream *up = cs->up;
 	int mask = 0, running;
 
+	if (!cs->active) {
+		/* An idle cached connection spoke or closed: stop listening
+		 * until libcurl wants it again (it checks it before reuse). */
+		csock_watch(cs, 0);
+		return;
+	}
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
 		mask |= CURL_CSELECT_IN;
 	if (events & EPOLLOUT)
@@ -215,40 +256,105 @@ static void csock_on_io(struct loop_io *io, uint32_t events)
 	upstream_check_done(up);
 }
 
+/* The table slot for s, growing the table as needed. */
+static struct csock **csock_slot(struct upstream *up, curl_socket_t s)
+{
+	struct csock **t;
+	size_t n;
+
+	if ((size_t)s < up->nsocks)
+		return &up->socks[s];
+	n = up->nsocks ? up->nsocks : 64;
+	while (n <= (size_t)s)
+		n *= 2;
+	t = realloc(up->socks, n * sizeof(*t));
+	if (!t)
+		return NULL;
+	memset(t + up->nsocks, 0, (n - up->nsocks) * sizeof(*t));
+	up->socks = t;
+	up->nsocks = n;
+	return &up->socks[s];
+}
+
+static struct csock *csock_new(struct upstream *up, curl_socket_t s, bool ours)
+{
+	struct csock **slot = csock_slot(up, s), *cs;
+
+	if (!slot)
+		return NULL;
+	if (*slot)                       /* a stale entry: its file is gone */
+		free(*slot);
+	cs = calloc(1, sizeof(*cs));
+	*slot = cs;
+	if (!cs)
+		return NULL;
+	cs->io.fd = s;
+	cs->io.fn = csock_on_io;
+	cs->up = up;
+	cs->ours = ours;
+	return cs;
+}
+
 static int upstream_on_socket(CURL *easy, curl_socket_t s, int what,
 			      void *userp, void *socketp)
 {
 	struct upstream *up = userp;
-	struct csock *cs = socketp;
+	struct csock *cs = (size_t)s < up->nsocks ? up->socks[s] : NULL;
 	uint32_t ev = 0;
 
 	(void)easy;
+	(void)socketp;
 	if (what == CURL_POLL_REMOVE) {
-		if (cs) {
-			loop_del(up->loop, &cs->io);
-			curl_multi_assign(up->multi, s, NULL);
-			free(cs);
-		}
+		if (!cs)
+			return 0;
+		cs->active = false;
+		if (!cs->ours)                  /* e.g. the resolver's */
+			csock_drop(up, cs);
+		else if (cs->events & EPOLLOUT) /* idle: always writable */
+			csock_watch(cs, cs->events & ~(uint32_t)EPOLLOUT);
 		return 0;
 	}
 	if (what & CURL_POLL_IN)
 		ev |= EPOLLIN;
 	if (what & CURL_POLL_OUT)
 		ev |= EPOLLOUT;
-	if (cs)
-		return loop_mod(up->loop, &cs->io, ev) < 0 ? -1 : 0;
-	cs = calloc(1, sizeof(*cs));
+	if (!cs)
+		cs = csock_new(up, s, false);
 	if (!cs)
 		return -1;
-	cs->io.fd = s;
-	cs->io.fn = csock_on_io;
-	cs->up = up;
-	if (loop_add(up->loop, &cs->io, ev) < 0) {
-		free(cs);
-		return -1;
+	cs->active = true;
+	return csock_watch(cs, ev) < 0 ? -1 : 0;
+}
+
+/* libcurl opens a connection: a socket we will learn the close of. */
+static curl_socket_t upstream_on_open(void *clientp, curlsocktype purpose,
+				      struct curl_sockaddr *a)
+{
+	struct upstream *up = clientp;
+	curl_socket_t s;
+
+	(void)purpose;
+	s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (s < 0)
+		return CURL_SOCKET_BAD;
+	if (!csock_new(up, s, true)) {
+		close(s);
+		return CURL_SOCKET_BAD;
 	}
-	curl_multi_assign(up->multi, s, cs);
-	return 0;
+	return s;
+}
+
+/* libcurl closes a socket: forget it first (the descriptor number will be
+ * reused).  Set on every easy handle with the upstream as its data, which
+ * outlives every connection. */
+static int upstream_on_close(void *clientp, curl_socket_t s)
+{
+	struct upstream *up = clientp;
+	struct csock *cs = (size_t)s < up->nsocks ? up->socks[s] : NULL;
+
+	if (cs)
+		csock_drop(up, cs);
+	return close(s);
 }
 
 static int upstream_on_timer_set(CURLM *multi, long timeout_ms, void *userp)
@@ -310,7 +416,10 @@ void upstream_free(struct upstream *up)
 		curl_easy_cleanup(up->pool[i]);
 	for (i = 0; i < up->nbufs; i++)
 		free(up->bufs[i]);
-	curl_multi_cleanup(up->multi);
+	curl_multi_cleanup(up->multi);   /* closes through upstream_on_close */
+	for (i = 0; i < (int)up->nsocks; i++)
+		free(up->socks[i]);
+	free(up->socks);
 	free(up);
 }
 
@@ -811,6 +920,10 @@ static int fetch_setup(struct fetch *f, const struct fetch_request *rq)
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fetch_on_write);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_on_open);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f->up);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, upstream_on_close);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, f->up);
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, fetch_on_prereq);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, f);
 	/* curl times the connect itself (most fetches reuse a connection, so
