@@ -31,7 +31,9 @@ class TwoHops(ProxyTest):
                           "budget the backend was given (below A's 600 ms)")
         # The backend's connection is closed when the shared budget ends.
         cancelled = backend.wait(ev="cancelled", conn=req["conn"], req=req["req"])
-        self.assertWithin(int(cancelled["after_ms"]), 400, 2000, "backend after_ms")
+        # Counted from when the request reached the backend, after two hops
+        # (slow under valgrind), so the lower bound is loose.
+        self.assertWithin(int(cancelled["after_ms"]), 100, 2000, "backend after_ms")
         # B ended with the budget A sent it, not its own 5 s route timeout:
         # by its own deadline, or (when A's fired a hair sooner, as on a
         # slow machine) by A hanging up.
