@@ -65,7 +65,6 @@ struct front {
 	int nd;
 	bool need_run;
 	bool draining;
-	atomic_long inflight;
 	uint64_t rng[2];
 	struct req *reqs;                 /* every live request */
 };
@@ -78,6 +77,8 @@ struct req {
 	struct MHD_Connection *conn;
 	int refs;
 	char *uri;                        /* raw target, owned */
+	char *path;                       /* its path part, owned */
+	const char *query;                /* in uri, after '?', or NULL */
 	const struct config_route *route;
 	ctx_t *ctx;                       /* the request context */
 	ctx_t *child;                     /* the upstream fetch's context */
@@ -104,10 +105,6 @@ long front_connections(void)
 	return atomic_load_explicit(&front_nconn, memory_order_relaxed);
 }
 
-long front_inflight(const struct front *fr)
-{
-	return atomic_load_explicit(&fr->inflight, memory_order_relaxed);
-}
 
 static struct fconn *conn_of(struct MHD_Connection *c)
 {
@@ -177,6 +174,7 @@ static void req_unref(struct req *r)
 	ctx_unref(r->child);
 	ctx_unref(r->ctx);
 	fgen_release(r->fr, r->fg);
+	free(r->path);
 	free(r->uri);
 	free(r);
 }
@@ -586,16 +584,9 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 {
 	struct fetch_request rq = { 0 };
 	char url[FRONT_URL_MAX];
-	const char *q = strchr(r->uri, '?');
-	char *path;
 	int n;
 
-	path = strndup(r->uri, q ? (size_t)(q - r->uri) : strlen(r->uri));
-	if (!path)
-		return -ENOMEM;
-	n = route_upstream_url(r->route, path, q ? q + 1 : NULL, url,
-			       sizeof(url));
-	free(path);
+	n = route_upstream_url(r->route, r->path, r->query, url, sizeof(url));
 	if (n < 0)
 		return n;
 	r->ctx = req_new_ctx(r);
@@ -626,8 +617,7 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 static void req_decide_error(struct req *r, int64_t body_len)
 {
 	const struct config *cfg = r->cfg;
-	const char *host, *q;
-	char *path;
+	const char *host;
 
 	if (r->fr->draining) {
 		r->err_status = 503;
@@ -649,10 +639,7 @@ static void req_decide_error(struct req *r, int64_t body_len)
 		return;
 	}
 	host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
-	q = strchr(r->uri, '?');
-	path = strndup(r->uri, q ? (size_t)(q - r->uri) : strlen(r->uri));
-	r->route = path ? route_match(r->fg->g->routes, host, path) : NULL;
-	free(path);
+	r->route = route_match(r->fg->g->routes, host, r->path);
 	if (!r->route) {
 		r->err_status = 404;
 		r->err_msg = "no route";
@@ -768,7 +755,6 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 		if (fr->reqs)
 			fr->reqs->prev = r;
 		fr->reqs = r;
-		atomic_fetch_add_explicit(&fr->inflight, 1, memory_order_relaxed);
 		metrics_inflight_add(fr->env.metrics, 1);
 		return front_begin(r, c, method, version);
 	}
@@ -938,6 +924,13 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 	r->uri = strdup(fc && fc->uri ? fc->uri : "/");
 	if (!r->uri)
 		return MHD_NO;
+	r->query = strchr(r->uri, '?');
+	r->path = strndup(r->uri, r->query ? (size_t)(r->query - r->uri) :
+			  strlen(r->uri));
+	if (!r->path)
+		return MHD_NO;
+	if (r->query)
+		r->query++;
 	if (fc)
 		snprintf(r->client, sizeof(r->client), "%s", fc->client);
 	else
@@ -1022,7 +1015,6 @@ static void front_on_completed(void *cls, struct MHD_Connection *c,
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->phase == PH_STREAMING)
 		r->phase = PH_DONE;
 	req_log(r);
-	atomic_fetch_sub_explicit(&fr->inflight, 1, memory_order_relaxed);
 	metrics_inflight_add(fr->env.metrics, -1);
 	req_unref(r);
 }

@@ -30,7 +30,7 @@ struct front_env {
 
 /*
  * Threading: a front and its requests live on their worker's thread; only
- * front_inflight() and front_connections() may be read from elsewhere.
+ * front_connections() may be read from elsewhere.
  */
 
 /* Start one MHD daemon per listening socket, in external epoll mode, with
@@ -54,9 +54,6 @@ int front_set_gen(struct front *fr, struct gen *g);
 
 /* Stop accepting; new requests on open connections get 503 and close. */
 void front_drain(struct front *fr);
-
-/* Requests in flight on this front (any thread, approximate). */
-long front_inflight(const struct front *fr);
 
 /* Client connections open on all fronts (any thread). */
 long front_connections(void);

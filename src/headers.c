@@ -12,14 +12,13 @@ static const char *const hop_fields[] = {
 	"proxy-authenticate", "content-length",
 };
 
+static bool field_is_hop(const struct headers_field *f);
+
 bool headers_hop_by_hop(const char *name)
 {
-	size_t i;
+	struct headers_field f = { name, strlen(name), "", 0 };
 
-	for (i = 0; i < sizeof(hop_fields) / sizeof(hop_fields[0]); i++)
-		if (strcasecmp(name, hop_fields[i]) == 0)
-			return true;
-	return false;
+	return field_is_hop(&f);
 }
 
 bool headers_list_has(const char *list, const char *name)
@@ -317,12 +316,7 @@ static bool field_named_in(const struct headers_field *f,
 
 static bool field_is_hop(const struct headers_field *f)
 {
-	size_t i;
-
-	for (i = 0; i < sizeof(hop_fields) / sizeof(hop_fields[0]); i++)
-		if (name_is(f, hop_fields[i]))
-			return true;
-	return false;
+	return field_in(f, hop_fields, sizeof(hop_fields) / sizeof(hop_fields[0]));
 }
 
 static bool field_forwarded(const struct headers_field *f,

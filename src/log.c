@@ -165,7 +165,10 @@ static void put_char(char *buf, size_t len, size_t *off, char c)
 	buf[*off < len ? *off : len - 1] = '\0';
 }
 
-void log_fmt_value(char *buf, size_t len, size_t *off, const char *value)
+/* Append value as a logfmt value, quoted and escaped when it holds spaces,
+ * quotes, '=' or control bytes; truncated silently at len. */
+static void log_fmt_value(char *buf, size_t len, size_t *off,
+			  const char *value)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *v = (const unsigned char *)(value ? value : "-");

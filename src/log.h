@@ -71,9 +71,4 @@ void log_access(struct log_buf *b, const struct log_access *a);
 void log_msg(enum log_level level, const char *msg, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* Append `value` to buf at *off as a logfmt value, quoting and escaping
- * when it holds spaces, quotes, '=' or control bytes.  Truncates silently
- * at len; never overflows. */
-void log_fmt_value(char *buf, size_t len, size_t *off, const char *value);
-
 #endif

@@ -192,6 +192,12 @@ void metrics_inflight_add(struct metrics_worker *m, int delta)
 		bump(&m->inflight_down, (uint64_t)-delta);
 }
 
+long metrics_inflight(const struct metrics_worker *m)
+{
+	return (long)(get((counter_t *)&m->inflight_up) -
+		      get((counter_t *)&m->inflight_down));
+}
+
 void metrics_invalid_deadline(struct metrics_worker *m)
 {
 	bump(&m->invalid_deadline, 1);

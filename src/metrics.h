@@ -47,6 +47,9 @@ void metrics_request_done(struct metrics_worker *m, int slot, int status,
 /* A request started or ended (owner thread): the in-flight gauge. */
 void metrics_inflight_add(struct metrics_worker *m, int delta);
 
+/* Requests in flight on this worker (any thread, approximate). */
+long metrics_inflight(const struct metrics_worker *m);
+
 /* A client sent an invalid deadline header (owner thread). */
 void metrics_invalid_deadline(struct metrics_worker *m);
 

@@ -425,22 +425,22 @@ void upstream_free(struct upstream *up)
 
 /* ---- the fetch's life ---- */
 
-/* Stop the transfer.  Outside libcurl the handle is removed at once, which
- * closes an unfinished connection; inside, the callbacks see f->ended and
- * fail the transfer, which closes it too. */
-static void fetch_stop(struct fetch *f, bool ok)
+/* The fetch was cancelled: stop the transfer.  Outside libcurl the handle
+ * is removed at once, which closes an unfinished connection; inside, the
+ * callbacks see !f->running and fail the transfer, which closes it too,
+ * and the handle is removed once libcurl has returned. */
+static void fetch_stop(struct fetch *f)
 {
 	if (!f->running)
 		return;
 	f->running = false;
 	f->ended = true;
-	f->ok = ok;
+	f->ok = false;
 	if (f->up->in_curl) {
 		f->remove_pending = true;
 	} else {
 		curl_multi_remove_handle(f->up->multi, f->easy);
-		if (!ok)
-			f->closed_at = ctx_now_ns();
+		f->closed_at = ctx_now_ns();
 	}
 	fetch_notify(f, PEND_DONE | PEND_BODY | PEND_UPLOAD);
 }
@@ -450,7 +450,7 @@ static void fetch_on_cancel(ctx_t *ctx, void *arg)
 	struct fetch *f = arg;
 
 	(void)ctx;
-	fetch_stop(f, false);
+	fetch_stop(f);
 }
 
 static ctx_cause_t fetch_map_error(const struct fetch *f, CURLcode rc)

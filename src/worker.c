@@ -205,7 +205,7 @@ unsigned long worker_beats(const struct worker *w)
 
 long worker_inflight(const struct worker *w)
 {
-	return front_inflight(w->front);
+	return metrics_inflight(w->metrics);
 }
 
 void worker_stop(struct worker *w)
