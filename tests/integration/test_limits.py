@@ -1,5 +1,6 @@
 """test_limits.py - answers the proxy gives without the backend: 404, 413, 503."""
 
+import socket
 import time
 import unittest
 
@@ -78,3 +79,44 @@ class Limits(ProxyTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MoreLimits(ProxyTest):
+    """A chunked body that outgrows max_body_bytes; listening on several addresses."""
+
+    def test_chunked_body_over_limit_closes(self):
+        backend, proxy = self.setup_pair(max_body_bytes=1000)
+        c = self.client(proxy)
+        c.send_request("POST", "/upload?big=1", [("Transfer-Encoding", "chunked")])
+        try:
+            c.send_chunked(b"c" * 5000, piece=500)
+        except OSError:
+            pass                          # the proxy may close while we send
+        c.wait_closed()
+        line = proxy.access("/upload")
+        self.assertEqual(line["status"], "413")
+        self.assertLessEqual(int(line["bytes_in"]), 1000, line)
+        # The body streams upstream as it comes, so the backend may have seen
+        # the request start (or, if the abort came first, nothing); it must
+        # never see the whole body, and its connection must end.
+        self.assertEqual(self.client(proxy).request("GET", "/fast?after=1").status, 200)
+        backend.wait_request("/fast?after=1")
+        for req in backend.find(lambda e: e.get("path") == "/upload?big=1", ev="request"):
+            backend.wait_conn_end(req["conn"])
+            self.assertEqual(backend.find(ev="body_done", conn=req["conn"], req=req["req"]), [])
+
+    def test_listen_list_with_ipv6(self):
+        backend = self.start_backend()
+        proxy = self.start_proxy([route("main", "/", backend)],
+                                 listen=["127.0.0.1:0", "[::1]:0"])
+        v6 = proxy.log.wait(lambda e: e.get("msg") == "listening"
+                            and e.get("addr", "").startswith("[::1]:"))
+        port6 = int(v6["addr"].rsplit(":", 1)[1])
+        self.assertEqual(self.client(proxy).request("GET", "/fast").status, 200)
+        s = socket.create_connection(("::1", port6), timeout=5)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /fast?v6=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(s.recv(64).startswith(b"HTTP/1.1 200"))
+        line = proxy.log.wait(lambda e: e.get("type") == "access"
+                              and e.get("path") == "/fast?v6=1")
+        self.assertTrue(line["client"].startswith("[::1]:"), line)
