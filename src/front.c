@@ -12,7 +12,6 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 
-#include <curl/curl.h>
 #include <microhttpd.h>
 
 #include "front.h"
@@ -454,30 +453,12 @@ static bool own_empty(const char *name, size_t len)
 	       (len == 6 && strncasecmp(name, "Expect", 6) == 0);
 }
 
-/* curl takes "Name: value" lines; "Name:" alone removes its own. */
-static int slist_emit(void *arg, const char *name, size_t name_len,
-		      const char *value, size_t value_len)
+static int head_emit(void *arg, const char *name, size_t name_len,
+		     const char *value, size_t value_len)
 {
-	struct curl_slist **list = arg, *l;
-	size_t len = name_len + value_len + 3;
-	char stack[1024], *line = len <= sizeof(stack) ? stack : malloc(len);
-
-	if (!line)
-		return -ENOMEM;
-	/* "Name:" alone tells libcurl to drop its own field; "Name;" sends
-	 * the field with an empty value. */
-	memcpy(line, name, name_len);
-	line[name_len] = value_len || own_empty(name, name_len) ? ':' : ';';
-	line[name_len + 1] = value_len ? ' ' : '\0';
-	memcpy(line + name_len + 2, value, value_len);
-	line[len - 1] = '\0';
-	l = curl_slist_append(*list, line);
-	if (line != stack)
-		free(line);
-	if (!l)
-		return -ENOMEM;
-	*list = l;
-	return 0;
+	if (!value_len && own_empty(name, name_len))
+		return fetch_head_drop(arg, name, name_len);
+	return fetch_head_add(arg, name, name_len, value, value_len);
 }
 
 /* The client's address without the port, for X-Forwarded-For. */
@@ -489,11 +470,10 @@ static void req_client_ip(const struct req *r, char *ip, size_t len)
 	snprintf(ip, len, "%.*s", (int)n, r->client + v6);
 }
 
-static struct curl_slist *req_upstream_headers(struct req *r,
-					       const struct field_vec *v)
+static int req_upstream_head(struct req *r, const struct field_vec *v,
+			     struct fetch_head *h)
 {
 	struct headers_upstream u = { 0 };
-	struct curl_slist *list = NULL;
 	char ip[INET6_ADDRSTRLEN + 2];
 
 	req_client_ip(r, ip, sizeof(ip));
@@ -502,11 +482,8 @@ static struct curl_slist *req_upstream_headers(struct req *r,
 	u.client_ip = ip;
 	u.request_id = r->id;
 	u.deadline_header = r->cfg->deadline_header;
-	if (headers_rewrite_request(v->f, v->n, &u, slist_emit, &list) < 0) {
-		curl_slist_free_all(list);
-		return NULL;
-	}
-	return list;
+	fetch_head_init(h);
+	return headers_rewrite_request(v->f, v->n, &u, head_emit, h);
 }
 
 /* A valid client deadline (1 ms .. one day) bounds the request context. */
@@ -583,6 +560,7 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 			   const struct field_vec *v)
 {
 	struct fetch_request rq = { 0 };
+	struct fetch_head head;
 	char url[FRONT_URL_MAX];
 	int n;
 
@@ -599,9 +577,10 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	ctx_watch(r->child, &r->ctx_watch, req_on_cancel, r);
 	rq.method = r->method;
 	rq.url = url;
-	rq.headers = req_upstream_headers(r, v);
-	if (!rq.headers)
-		return -ENOMEM;
+	n = req_upstream_head(r, v, &head);
+	if (n < 0)
+		return n;
+	rq.head = &head;
 	rq.body_len = body_len;
 	rq.timeouts = &r->route->t;
 	rq.deadline_header = r->cfg->deadline_header;

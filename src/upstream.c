@@ -45,9 +45,8 @@ struct fetch {
 	int64_t last_read_ns;
 	const struct fetch_ops *ops;
 	void *arg;
-	struct curl_slist *headers;
-	char *deadline_header;           /* its name, NULL = not sent */
-	struct curl_slist *deadline_node;
+	struct curl_slist *lines;        /* the head's lines, in this block */
+	char *dl_value;                  /* after the deadline's name, or NULL */
 	int64_t req_body_len;
 	const struct config_timeouts *t;
 
@@ -559,7 +558,7 @@ static void fetch_on_phase(ctx_t *phase, void *arg)
 
 /* ---- curl callbacks ---- */
 
-static int fetch_set_deadline(struct fetch *f);
+static void fetch_set_deadline(struct fetch *f);
 
 /* Connected (or reused): the request is about to go out. */
 static int fetch_on_prereq(void *arg, char *conn_primary_ip,
@@ -572,8 +571,9 @@ static int fetch_on_prereq(void *arg, char *conn_primary_ip,
 	(void)conn_local_ip;
 	(void)conn_primary_port;
 	(void)conn_local_port;
-	if (!f->running || fetch_set_deadline(f) < 0)
+	if (!f->running)
 		return CURL_PREREQFUNC_ABORT;
+	fetch_set_deadline(f);
 	fetch_phase_clear(f);
 	if (f->req_body_len == -1 || f->req_body_len == 0)
 		fetch_phase_arm(f, f->t->header_timeout_ms,
@@ -819,16 +819,139 @@ static size_t fetch_on_write(char *data, size_t size, size_t n, void *arg)
 
 /* ---- setting up a transfer ---- */
 
+void fetch_head_init(struct fetch_head *h)
+{
+	h->len = 0;
+	h->n = 0;
+}
+
+/* name, sep, then value (or nothing), NUL-ended. */
+static int fetch_head_put(struct fetch_head *h, const char *name,
+			  size_t name_len, const char *sep, size_t sep_len,
+			  const char *value, size_t value_len)
+{
+	size_t need = name_len + sep_len + value_len + 1;
+	char *p = h->buf + h->len;
+
+	if (h->n == FETCH_HEAD_LINES || need > FETCH_HEAD_BYTES - h->len)
+		return -ENOSPC;
+	memcpy(p, name, name_len);
+	memcpy(p + name_len, sep, sep_len);
+	memcpy(p + name_len + sep_len, value, value_len);
+	p[need - 1] = '\0';
+	h->len += need;
+	h->end[h->n++] = (uint32_t)h->len;
+	return 0;
+}
+
+/* libcurl reads "Name: value"; "Name;" sends the field with an empty
+ * value, while "Name:" alone only removes libcurl's own. */
+int fetch_head_add(struct fetch_head *h, const char *name, size_t name_len,
+		   const char *value, size_t value_len)
+{
+	if (!value_len)
+		return fetch_head_put(h, name, name_len, ";", 1, "", 0);
+	return fetch_head_put(h, name, name_len, ": ", 2, value, value_len);
+}
+
+int fetch_head_drop(struct fetch_head *h, const char *name, size_t name_len)
+{
+	return fetch_head_put(h, name, name_len, ":", 1, "", 0);
+}
+
+/* ": " and a budget in ms (at most 20 digits), NUL-ended. */
+#define FETCH_DL_ROOM 24
+
+/* The fetch and its head in one block: the curl_slist nodes, the lines,
+ * then the deadline line, whose value is written when the request goes out.
+ * Only the struct itself is cleared. */
+static struct fetch *fetch_alloc(const struct fetch_request *rq)
+{
+	const struct fetch_head *h = rq->head;
+	size_t dl = rq->deadline_header ? strlen(rq->deadline_header) : 0;
+	size_t n = h->n + (dl ? 1 : 0), i, from = 0;
+	struct curl_slist *node;
+	struct fetch *f;
+	char *text;
+
+	f = malloc(sizeof(*f) + n * sizeof(*node) + h->len +
+		   (dl ? dl + FETCH_DL_ROOM : 0));
+	if (!f)
+		return NULL;
+	memset(f, 0, sizeof(*f));
+	node = (struct curl_slist *)(f + 1);
+	text = (char *)(node + n);
+	memcpy(text, h->buf, h->len);
+	for (i = 0; i < h->n; i++) {
+		node[i].data = text + from;
+		from = h->end[i];
+	}
+	if (dl) {
+		node[h->n].data = text + h->len;
+		memcpy(node[h->n].data, rq->deadline_header, dl);
+		f->dl_value = node[h->n].data + dl;
+	}
+	for (i = 0; i < n; i++)
+		node[i].next = i + 1 < n ? &node[i + 1] : NULL;
+	f->lines = n ? node : NULL;
+	return f;
+}
+
+/* Rewrite the deadline line in place (curl reads the list when it builds
+ * the request, after the prereq callback), so the budget is measured when
+ * the request is sent, not when the fetch was queued.  "Name:" alone sends
+ * nothing when there is no deadline. */
+static void fetch_set_deadline(struct fetch *f)
+{
+	int64_t left;
+	char digits[20], *p = f->dl_value;
+	uint64_t ms;
+	int n = 0;
+
+	if (!p)
+		return;
+	left = ctx_remaining_ns(f->ctx, ctx_now_ns());
+	*p++ = ':';
+	if (left != CTX_NO_DEADLINE) {
+		ms = left > 0 ? (uint64_t)left / 1000000 : 0;
+		do {
+			digits[n++] = (char)('0' + ms % 10);
+			ms /= 10;
+		} while (ms);
+		*p++ = ' ';
+		while (n)
+			*p++ = digits[--n];
+	}
+	*p = '\0';
+}
+
+/* What every transfer shares is set once per easy handle; a pooled handle
+ * is reused as it is (no curl_easy_reset), and fetch_setup() sets every
+ * option that differs between transfers. */
 static CURL *upstream_easy(struct upstream *up)
 {
 	CURL *e;
 
-	if (up->npool) {
-		e = up->pool[--up->npool];
-		curl_easy_reset(e);
-		return e;
-	}
-	return curl_easy_init();
+	if (up->npool)
+		return up->pool[--up->npool];
+	e = curl_easy_init();
+	if (!e)
+		return NULL;
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fetch_on_header);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fetch_on_write);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, fetch_on_read);
+	curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_on_open);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, upstream_on_close);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, fetch_on_prereq);
+	return e;
 }
 
 static void upstream_easy_put(struct upstream *up, CURL *e)
@@ -839,92 +962,34 @@ static void upstream_easy_put(struct upstream *up, CURL *e)
 		curl_easy_cleanup(e);
 }
 
+/* HTTPGET undoes a previous transfer's UPLOAD and NOBODY. */
 static void fetch_set_method(struct fetch *f, const char *method)
 {
 	CURL *e = f->easy;
+	bool get = strcmp(method, "GET") == 0;
 
-	if (f->req_body_len != -1) {
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+			 (curl_off_t)(f->req_body_len >= 0 ? f->req_body_len : -1));
+	if (f->req_body_len != -1)
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		if (f->req_body_len >= 0)
-			curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
-					 (curl_off_t)f->req_body_len);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, fetch_on_read);
-		curl_easy_setopt(e, CURLOPT_READDATA, f);
-		curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
-	}
 	if (strcmp(method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	else if (strcmp(method, "GET") != 0 || f->req_body_len != -1)
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+			 (get && f->req_body_len == -1) ||
+			 strcmp(method, "HEAD") == 0 ? NULL : method);
 }
 
-/* Rewrite the deadline line in place (curl reads the list when it builds
- * the request, after the prereq callback), so the budget is measured when
- * the request is sent, not when the fetch was queued. */
-static int fetch_set_deadline(struct fetch *f)
-{
-	int64_t left = ctx_remaining_ns(f->ctx, ctx_now_ns());
-	struct curl_slist *node = f->deadline_node;
-	char line[192];
-	char *dup;
-
-	if (!node)
-		return 0;
-	if (left == CTX_NO_DEADLINE)
-		snprintf(line, sizeof(line), "%s:", f->deadline_header);
-	else
-		snprintf(line, sizeof(line), "%s: %" PRId64, f->deadline_header,
-			 left / 1000000);
-	dup = strdup(line);
-	if (!dup)
-		return -ENOMEM;
-	free(node->data);         /* curl_slist_append's strdup: plain malloc */
-	node->data = dup;
-	return 0;
-}
-
-static int fetch_add_deadline(struct fetch *f, const char *name)
-{
-	struct curl_slist *l;
-
-	if (!name || !*name)
-		return 0;
-	f->deadline_header = strdup(name);
-	if (!f->deadline_header)
-		return -ENOMEM;
-	l = curl_slist_append(f->headers, "X-Placeholder:");
-	if (!l)
-		return -ENOMEM;
-	f->headers = l;
-	while (l->next)
-		l = l->next;
-	f->deadline_node = l;
-	return fetch_set_deadline(f);
-}
-
-static int fetch_setup(struct fetch *f, const struct fetch_request *rq)
+static void fetch_setup(struct fetch *f, const struct fetch_request *rq)
 {
 	CURL *e = f->easy;
 
-	if (fetch_add_deadline(f, rq->deadline_header) < 0)
-		return -ENOMEM;
 	curl_easy_setopt(e, CURLOPT_URL, rq->url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)f);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(e, CURLOPT_PROXY, "");
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fetch_on_header);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->lines);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fetch_on_write);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_on_open);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f->up);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, upstream_on_close);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, f->up);
-	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, fetch_on_prereq);
+	curl_easy_setopt(e, CURLOPT_READDATA, f);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, f);
 	/* curl times the connect itself (most fetches reuse a connection, so
 	 * a watcher per fetch would be wasted); its timeout is mapped to the
@@ -932,21 +997,19 @@ static int fetch_setup(struct fetch *f, const struct fetch_request *rq)
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)rq->timeouts->connect_timeout_ms);
 	fetch_set_method(f, rq->method);
-	return 0;
 }
 
 struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
 			  const struct fetch_request *rq,
 			  const struct fetch_ops *ops, void *arg)
 {
-	struct fetch *f = calloc(1, sizeof(*f));
+	struct fetch *f = fetch_alloc(rq);
 
 	if (!f)
-		goto free_headers;
+		return NULL;
 	f->up = up;
 	f->ops = ops;
 	f->arg = arg;
-	f->headers = rq->headers;
 	f->req_body_len = rq->body_len;
 	f->t = rq->timeouts;
 	f->idle_ns = rq->timeouts->idle_timeout_ms * 1000000;
@@ -954,10 +1017,11 @@ struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
 	f->started_ns = ctx_now_ns();
 	f->ctx = ctx_ref(ctx);
 	f->easy = upstream_easy(up);
-	if (!f->easy || fetch_setup(f, rq) < 0)
+	if (!f->easy)
 		goto free_fetch;
+	fetch_setup(f, rq);
 	if (ctx_watch(ctx, &f->cancel_watch, fetch_on_cancel, f) < 0)
-		goto free_fetch;         /* born cancelled: nothing to start */
+		goto put_easy;           /* born cancelled: nothing to start */
 	if (curl_multi_add_handle(up->multi, f->easy) != CURLM_OK)
 		goto unwatch;
 	f->running = true;
@@ -965,17 +1029,11 @@ struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
 
 unwatch:
 	ctx_unwatch(&f->cancel_watch);
+put_easy:
+	upstream_easy_put(up, f->easy);
 free_fetch:
-	if (f->easy)
-		upstream_easy_put(up, f->easy);
-	f->easy = NULL;
-	curl_slist_free_all(f->headers);
-	free(f->deadline_header);
 	ctx_unref(f->ctx);
 	free(f);
-	return NULL;
-free_headers:
-	curl_slist_free_all(rq->headers);
 	return NULL;
 }
 
@@ -991,8 +1049,6 @@ void fetch_free(struct fetch *f)
 	}
 	fetch_unpend(f);
 	upstream_easy_put(f->up, f->easy);
-	curl_slist_free_all(f->headers);
-	free(f->deadline_header);
 	ctx_unref(f->ctx);
 	upstream_buf_put(f->up, f->upbuf.data);
 	upstream_buf_put(f->up, f->downbuf.data);

@@ -12,7 +12,6 @@
 
 struct upstream;
 struct fetch;
-struct curl_slist;
 
 /*
  * Threading: an upstream and its fetches belong to one worker thread.
@@ -29,10 +28,33 @@ struct fetch_ops {
 	void (*on_done)(void *arg);         /* the transfer ended, well or not */
 };
 
+/* The request head's extra lines for libcurl, built without a malloc per
+ * line (the fetch copies them into its own block): each line NUL-ended,
+ * back to back in buf, line i ending just before end[i]. */
+#define FETCH_HEAD_BYTES 32768
+#define FETCH_HEAD_LINES 160
+struct fetch_head {
+	size_t len, n;
+	uint32_t end[FETCH_HEAD_LINES];
+	char buf[FETCH_HEAD_BYTES];
+};
+
+/* Start an empty head (only len and n need clearing). */
+void fetch_head_init(struct fetch_head *h);
+
+/* Send "name: value"; an empty value sends the field empty.  -ENOSPC when
+ * the head is full. */
+int fetch_head_add(struct fetch_head *h, const char *name, size_t name_len,
+		   const char *value, size_t value_len);
+
+/* Keep libcurl from sending its own field of this name.  -ENOSPC when
+ * full. */
+int fetch_head_drop(struct fetch_head *h, const char *name, size_t name_len);
+
 struct fetch_request {
 	const char *method;
 	const char *url;
-	struct curl_slist *headers;  /* taken over, freed with the fetch */
+	const struct fetch_head *head;  /* copied: the caller keeps it */
 	int64_t body_len;            /* -1 no body, FETCH_BODY_CHUNKED, or bytes */
 	const struct config_timeouts *timeouts;
 	const char *deadline_header; /* NULL or "" = don't send one */
@@ -61,7 +83,7 @@ int upstream_dispatch(struct upstream *up);
 /* Start a fetch under ctx (normally the request's child context: the fetch
  * keeps a reference).  Cancelling ctx aborts the transfer and closes its
  * connection.  The route's connect, header and idle timeouts cancel ctx
- * with their own causes.  Returns NULL on failure (rq->headers is freed). */
+ * with their own causes.  Returns NULL on failure. */
 struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
 			  const struct fetch_request *rq,
 			  const struct fetch_ops *ops, void *arg);

@@ -32,6 +32,44 @@ class Bodies(ProxyTest):
         backend.wait(ev="done", conn=req["conn"], req=req["req"], bytes=len(data))
         self.assertAccess(proxy.access("/echo"), status=200, cause="completed")
 
+    def test_methods_in_turn_reuse_no_stale_settings(self):
+        """One worker reuses its transfer handles: a HEAD, an upload, a
+        custom method must leave nothing behind for the next request."""
+        backend, proxy = self.setup_pair(workers=1)
+        c = self.client(proxy)
+        steps = [("HEAD", None, False), ("GET", None, False),
+                 ("POST", b"abc", False), ("GET", None, False),
+                 ("PUT", b"x" * 5000, True), ("GET", None, False),
+                 ("DELETE", None, False), ("GET", None, False),
+                 ("GET", b"body", False), ("HEAD", None, False),
+                 ("GET", None, False)]
+        for i, (method, body, chunked) in enumerate(steps):
+            path = "/echo?step=%d" % i
+            mark = backend.mark()
+            if chunked:
+                c.send_request(method, path, [("Transfer-Encoding", "chunked")])
+                c.send_chunked(body, piece=1000)
+                resp = c.read_response(10.0, method)
+            else:
+                resp = c.request(method, path, body=body)
+            self.assertEqual(resp.status, 200, "step %d %s" % (i, method))
+            req = backend.wait_request(path, start=mark)
+            self.assertEqual(req["method"], method, "step %d" % i)
+            seen = backend.headers_of(req)
+            framing = {k.lower(): v for k, v in seen.items()}
+            if body is None:
+                self.assertNotIn("content-length", framing, "step %d %s" % (i, method))
+                self.assertNotIn("transfer-encoding", framing, "step %d %s" % (i, method))
+            else:
+                backend.wait(ev="body_done", conn=req["conn"], req=req["req"],
+                             bytes=len(body), start=mark)
+            if method == "HEAD":
+                self.assertEqual(resp.body, b"")
+            elif body:
+                self.assertEqual(resp.body, body, "step %d %s" % (i, method))
+            self.assertIn("x-request-id", framing)
+        self.assertEqual(len(backend.requests()), len(steps))
+
     def test_echo_8mib_content_length(self):
         self._echo(chunked=False)
 
