@@ -190,6 +190,27 @@ static uint64_t front_rand(struct front *fr)
 	return fr->rng[1] + s0;
 }
 
+/* snprintf(dst, cap, "%s", src) without the printf engine. */
+static void copy_trunc(char *dst, size_t cap, const char *src)
+{
+	size_t n = strnlen(src, cap - 1);
+
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* 16 lower-case hex digits, zero-padded. */
+static void hex64(char *out, uint64_t v)
+{
+	static const char digits[] = "0123456789abcdef";
+	int i;
+
+	for (i = 15; i >= 0; i--) {
+		out[i] = digits[v & 15];
+		v >>= 4;
+	}
+}
+
 static bool req_id_sane(const char *v)
 {
 	size_t n = 0;
@@ -208,11 +229,12 @@ static void req_set_id(struct req *r)
 						    "X-Request-Id");
 
 	if (req_id_sane(v)) {
-		snprintf(r->id, sizeof(r->id), "%s", v);
+		copy_trunc(r->id, sizeof(r->id), v);
 		return;
 	}
-	snprintf(r->id, sizeof(r->id), "%016" PRIx64 "%016" PRIx64,
-		 front_rand(r->fr), front_rand(r->fr));
+	hex64(r->id, front_rand(r->fr));
+	hex64(r->id + 16, front_rand(r->fr));
+	r->id[32] = '\0';
 }
 
 /* ---- suspend, resume and the hang-up watch ---- */
@@ -897,7 +919,7 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 {
 	struct fconn *fc = conn_of(c);
 
-	snprintf(r->method, sizeof(r->method), "%s", method);
+	copy_trunc(r->method, sizeof(r->method), method);
 	if (fc)
 		conn_head_disarm(fc);     /* the whole head is in */
 	r->uri = strdup(fc && fc->uri ? fc->uri : "/");
@@ -911,7 +933,7 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 	if (r->query)
 		r->query++;
 	if (fc)
-		snprintf(r->client, sizeof(r->client), "%s", fc->client);
+		copy_trunc(r->client, sizeof(r->client), fc->client);
 	else
 		conn_client_addr(c, r->client, sizeof(r->client));
 	req_set_id(r);

@@ -1,5 +1,6 @@
 /* route.c - pick the route for a request and build its upstream URL. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,18 +94,29 @@ int route_upstream_url(const struct config_route *r, const char *path,
 {
 	size_t plen = strlen(r->prefix);
 	const char *rest = path;
-	int n;
+	const char *part[6];
+	size_t part_len[6], total = 0, i;
 
 	if (r->strip_prefix && strncmp(path, r->prefix, plen) == 0)
 		rest = path + plen;
 	if (!query)
 		query = "";
-	n = snprintf(buf, len, "%s%s%s%s%s%s", r->upstream_origin,
-		     r->upstream_base, rest[0] == '/' ? "" : "/", rest,
-		     query[0] ? "?" : "", query);
-	if (n < 0)
-		return -EINVAL;
-	if ((size_t)n >= len)
+	part[0] = r->upstream_origin;
+	part[1] = r->upstream_base;
+	part[2] = rest[0] == '/' ? "" : "/";
+	part[3] = rest;
+	part[4] = query[0] ? "?" : "";
+	part[5] = query;
+	for (i = 0; i < 6; i++) {
+		part_len[i] = strlen(part[i]);
+		total += part_len[i];
+	}
+	if (total >= len || total > INT_MAX)
 		return -ENOSPC;
-	return n;
+	for (i = 0; i < 6; i++) {
+		memcpy(buf, part[i], part_len[i]);
+		buf += part_len[i];
+	}
+	*buf = '\0';
+	return (int)total;
 }
