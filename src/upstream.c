@@ -945,7 +945,10 @@ static CURL *upstream_easy(struct upstream *up)
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fetch_on_header);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fetch_on_write);
 	curl_easy_setopt(e, CURLOPT_READFUNCTION, fetch_on_read);
-	curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+	/* As large as our own body buffer: 16 KiB writes cost 0.9-1.1x
+	 * nginx's upload rate, 64 KiB 1.25-1.66x (bench/RESULTS.md).  libcurl
+	 * allocates it only for uploads. */
+	curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, (long)FETCH_BUF_SIZE);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_on_open);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, upstream_on_close);
