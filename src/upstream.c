@@ -46,6 +46,7 @@ struct fetch {
 	const struct fetch_ops *ops;
 	void *arg;
 	struct curl_slist *lines;        /* the head's lines, in this block */
+	curl_socket_t sock;              /* the connection it runs on, if known */
 	char *dl_value;                  /* after the deadline's name, or NULL */
 	int64_t req_body_len;
 	const struct config_timeouts *t;
@@ -294,6 +295,22 @@ static struct csock *csock_new(struct upstream *up, curl_socket_t s, bool ours)
 	return cs;
 }
 
+/* libcurl names the transfer with each socket it wants watched: that is
+ * the connection fetch_stop() shuts down first.  The closing handle of a
+ * REMOVE may be libcurl's own (private NULL). */
+static void fetch_track_socket(CURL *easy, curl_socket_t s, int what)
+{
+	struct fetch *f = NULL;
+
+	if (!easy || curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&f) !=
+	    CURLE_OK || !f || !f->running)
+		return;
+	if (what != CURL_POLL_REMOVE)
+		f->sock = s;
+	else if (f->sock == s)
+		f->sock = CURL_SOCKET_BAD;
+}
+
 static int upstream_on_socket(CURL *easy, curl_socket_t s, int what,
 			      void *userp, void *socketp)
 {
@@ -301,8 +318,8 @@ static int upstream_on_socket(CURL *easy, curl_socket_t s, int what,
 	struct csock *cs = (size_t)s < up->nsocks ? up->socks[s] : NULL;
 	uint32_t ev = 0;
 
-	(void)easy;
 	(void)socketp;
+	fetch_track_socket(easy, s, what);
 	if (what == CURL_POLL_REMOVE) {
 		if (!cs)
 			return 0;
@@ -428,6 +445,11 @@ void upstream_free(struct upstream *up)
  * is removed at once, which closes an unfinished connection; inside, the
  * callbacks see !f->running and fail the transfer, which closes it too,
  * and the handle is removed once libcurl has returned. */
+/* The backend must learn of a cancellation first: the FIN goes out at once
+ * (shutdown), and libcurl's teardown, which takes longer than the FIN, runs
+ * after the current batch of events, so a hundred hang-ups at once send
+ * their hundred FINs before any teardown.  Inside libcurl the socket is
+ * left alone: libcurl is using it. */
 static void fetch_stop(struct fetch *f)
 {
 	if (!f->running)
@@ -435,12 +457,11 @@ static void fetch_stop(struct fetch *f)
 	f->running = false;
 	f->ended = true;
 	f->ok = false;
-	if (f->up->in_curl) {
-		f->remove_pending = true;
-	} else {
-		curl_multi_remove_handle(f->up->multi, f->easy);
+	if (f->sock != CURL_SOCKET_BAD && !f->up->in_curl) {
+		shutdown(f->sock, SHUT_RDWR);
 		f->closed_at = ctx_now_ns();
 	}
+	f->remove_pending = true;
 	fetch_notify(f, PEND_DONE | PEND_BODY | PEND_UPLOAD);
 }
 
@@ -1017,6 +1038,7 @@ struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
 	f->t = rq->timeouts;
 	f->idle_ns = rq->timeouts->idle_timeout_ms * 1000000;
 	f->content_length = -1;
+	f->sock = CURL_SOCKET_BAD;
 	f->started_ns = ctx_now_ns();
 	f->ctx = ctx_ref(ctx);
 	f->easy = upstream_easy(up);
