@@ -49,7 +49,7 @@ PROXIES = ("ctxproxy", "nginx", "haproxy")
 PY = sys.executable or "python3"
 
 FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
-            cancel_ns=(1, 100, 1000), cancel_reps={1: 20, 100: 3}, cancel_grace=5.0,
+            cancel_ns=(1, 100, 1000), cancel_reps={1: 100, 100: 10, 1000: 3}, cancel_grace=5.0,
             lp_n=10000, lp_hold=20.0,
             stream_bytes=1 << 30, budget=570)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
