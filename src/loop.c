@@ -11,14 +11,12 @@
 
 struct loop {
 	int epfd;
-	/* Handlers removed while a batch is dispatched: their pending events
-	 * in the batch are stale (the memory may be reused), so they are
-	 * skipped.  Every fd is level-triggered, so a skipped live event
-	 * fires again on the next wait. */
-	struct loop_io *dead[LOOP_MAX_EVENTS];
-	int ndead;
-	int in_batch;
-	int overflow;
+	/* The batch being dispatched.  A handler removed meanwhile has its
+	 * events still ahead in it cleared (its memory may be freed or reused
+	 * by then); every other event is delivered, however many handlers go:
+	 * edge-triggered watches would not report a dropped event again. */
+	struct epoll_event *batch;
+	int batch_n, batch_i;
 	struct loop_io wake_io;
 	void (*wake_fn)(void *arg);
 	void *wake_arg;
@@ -95,23 +93,12 @@ int loop_mod(struct loop *loop, struct loop_io *io, uint32_t events)
 
 int loop_del(struct loop *loop, struct loop_io *io)
 {
-	if (loop->in_batch) {
-		if (loop->ndead < LOOP_MAX_EVENTS)
-			loop->dead[loop->ndead++] = io;
-		else
-			loop->overflow = 1;
-	}
-	return loop_ctl(loop, EPOLL_CTL_DEL, io, 0);
-}
-
-static int loop_is_dead(const struct loop *loop, const struct loop_io *io)
-{
 	int i;
 
-	for (i = 0; i < loop->ndead; i++)
-		if (loop->dead[i] == io)
-			return 1;
-	return 0;
+	for (i = loop->batch_i + 1; i < loop->batch_n; i++)
+		if (loop->batch[i].data.ptr == io)
+			loop->batch[i].data.ptr = NULL;
+	return loop_ctl(loop, EPOLL_CTL_DEL, io, 0);
 }
 
 int loop_run_once(struct loop *loop, int timeout_ms)
@@ -123,17 +110,17 @@ int loop_run_once(struct loop *loop, int timeout_ms)
 	n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, timeout_ms);
 	if (n < 0)
 		return -errno;
-	loop->in_batch = 1;
-	loop->ndead = 0;
-	loop->overflow = 0;
-	for (i = 0; i < n && !loop->overflow; i++) {
+	loop->batch = evs;
+	loop->batch_n = n;
+	for (i = 0; i < n; i++) {
+		loop->batch_i = i;
 		io = evs[i].data.ptr;
-		if (loop->ndead && loop_is_dead(loop, io))
-			continue;
-		io->fn(io, evs[i].events);
+		if (io)
+			io->fn(io, evs[i].events);
 	}
-	loop->in_batch = 0;
-	loop->ndead = 0;
+	loop->batch = NULL;
+	loop->batch_n = 0;
+	loop->batch_i = 0;
 	return n;
 }
 

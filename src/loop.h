@@ -24,7 +24,9 @@ struct loop *loop_new(void);
 void loop_free(struct loop *loop);
 
 /* Add, change or remove io's fd in the epoll set (loop thread only).
- * Return 0 or -errno. */
+ * Return 0 or -errno.  After loop_del, io gets no further call, even for an
+ * event already fetched in the batch being dispatched, so its owner may free
+ * it at once; the batch's other events are all still delivered. */
 int loop_add(struct loop *loop, struct loop_io *io, uint32_t events);
 int loop_mod(struct loop *loop, struct loop_io *io, uint32_t events);
 int loop_del(struct loop *loop, struct loop_io *io);
