@@ -1,5 +1,6 @@
 /* upstream.c - upstream fetches over libcurl multi, driven by a worker loop. */
 #include <errno.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,8 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -47,6 +50,8 @@ struct fetch {
 	void *arg;
 	struct curl_slist *lines;        /* the head's lines, in this block */
 	curl_socket_t sock;              /* the connection it runs on, if known */
+	int local_port, peer_port;       /* that connection, from prereq */
+	char peer_ip[INET6_ADDRSTRLEN];
 	char *dl_value;                  /* after the deadline's name, or NULL */
 	int64_t req_body_len;
 	const struct config_timeouts *t;
@@ -87,6 +92,7 @@ struct upstream {
 	int64_t timer_at;
 	int in_curl;                     /* >0 while inside libcurl */
 	struct fetch *pend_head, *pend_tail;
+	int fins;                        /* FINs sent since the last dispatch */
 	CURL *pool[UPSTREAM_EASY_POOL];
 	int npool;
 	char *bufs[UPSTREAM_BUF_POOL];   /* idle FETCH_BUF_SIZE buffers */
@@ -166,6 +172,10 @@ int upstream_dispatch(struct upstream *up)
 	unsigned what;
 	int n = 0;
 
+	if (up->fins) {
+		up->fins = 0;
+		sched_yield();
+	}
 	while (up->pend_head) {
 		f = up->pend_head;
 		up->pend_head = f->pend_next;
@@ -385,6 +395,11 @@ static int upstream_on_timer_set(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+int upstream_fins(const struct upstream *up)
+{
+	return up->fins;
+}
+
 int64_t upstream_next_timer(const struct upstream *up)
 {
 	return up->timer_at;
@@ -445,6 +460,46 @@ void upstream_free(struct upstream *up)
  * is removed at once, which closes an unfinished connection; inside, the
  * callbacks see !f->running and fail the transfer, which closes it too,
  * and the handle is removed once libcurl has returned. */
+static int sockaddr_port_ip(const struct sockaddr_storage *a, char *ip)
+{
+	const struct sockaddr_in *in = (const struct sockaddr_in *)a;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)a;
+
+	if (a->ss_family == AF_INET) {
+		if (ip && !inet_ntop(AF_INET, &in->sin_addr, ip, INET6_ADDRSTRLEN))
+			return -1;
+		return ntohs(in->sin_port);
+	}
+	if (a->ss_family == AF_INET6) {
+		if (ip && !inet_ntop(AF_INET6, &in6->sin6_addr, ip,
+				     INET6_ADDRSTRLEN))
+			return -1;
+		return ntohs(in6->sin6_port);
+	}
+	return -1;
+}
+
+/* Whether f->sock is still this transfer's connection: the socket callback
+ * does not always name the transfer that uses a socket, so the addresses
+ * libcurl gave the prereq callback decide (a TCP 4-tuple is unique). */
+static bool fetch_owns_socket(const struct fetch *f)
+{
+	struct sockaddr_storage a;
+	socklen_t len = sizeof(a);
+	char ip[INET6_ADDRSTRLEN];
+
+	if (f->sock == CURL_SOCKET_BAD || !f->local_port)
+		return false;
+	if (getsockname(f->sock, (struct sockaddr *)&a, &len) < 0 ||
+	    sockaddr_port_ip(&a, NULL) != f->local_port)
+		return false;
+	len = sizeof(a);
+	if (getpeername(f->sock, (struct sockaddr *)&a, &len) < 0 ||
+	    sockaddr_port_ip(&a, ip) != f->peer_port)
+		return false;
+	return strcmp(ip, f->peer_ip) == 0;
+}
+
 /* The backend must learn of a cancellation first: the FIN goes out at once
  * (shutdown), and libcurl's teardown, which takes longer than the FIN, runs
  * after the current batch of events, so a hundred hang-ups at once send
@@ -457,9 +512,10 @@ static void fetch_stop(struct fetch *f)
 	f->running = false;
 	f->ended = true;
 	f->ok = false;
-	if (f->sock != CURL_SOCKET_BAD && !f->up->in_curl) {
+	if (!f->up->in_curl && fetch_owns_socket(f)) {
 		shutdown(f->sock, SHUT_RDWR);
 		f->closed_at = ctx_now_ns();
+		f->up->fins++;
 	}
 	f->remove_pending = true;
 	fetch_notify(f, PEND_DONE | PEND_BODY | PEND_UPLOAD);
@@ -579,6 +635,14 @@ static void fetch_on_phase(ctx_t *phase, void *arg)
 
 /* ---- curl callbacks ---- */
 
+static void copy_ip(char dst[INET6_ADDRSTRLEN], const char *ip)
+{
+	size_t n = ip ? strnlen(ip, INET6_ADDRSTRLEN - 1) : 0;
+
+	memcpy(dst, ip ? ip : "", n);
+	dst[n] = '\0';
+}
+
 static void fetch_set_deadline(struct fetch *f);
 
 /* Connected (or reused): the request is about to go out. */
@@ -588,10 +652,10 @@ static int fetch_on_prereq(void *arg, char *conn_primary_ip,
 {
 	struct fetch *f = arg;
 
-	(void)conn_primary_ip;
 	(void)conn_local_ip;
-	(void)conn_primary_port;
-	(void)conn_local_port;
+	f->local_port = conn_local_port;
+	f->peer_port = conn_primary_port;
+	copy_ip(f->peer_ip, conn_primary_ip);
 	if (!f->running)
 		return CURL_PREREQFUNC_ABORT;
 	fetch_set_deadline(f);

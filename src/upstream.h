@@ -77,6 +77,11 @@ void upstream_free(struct upstream *up);
 int64_t upstream_next_timer(const struct upstream *up);
 void upstream_on_timer(struct upstream *up);
 
+/* Upstream FINs sent by cancellations since the last upstream_dispatch().
+ * Their libcurl teardown waits for that dispatch, which first yields the
+ * CPU once, so a backend on this machine woken by the FIN runs first. */
+int upstream_fins(const struct upstream *up);
+
 /* Deliver queued notifications.  Returns how many fetches were notified. */
 int upstream_dispatch(struct upstream *up);
 

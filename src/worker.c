@@ -103,6 +103,21 @@ static void worker_tick(struct worker *w)
 	}
 }
 
+/* A burst of hang-ups: take every one the kernel already holds before any
+ * teardown, so each backend gets its FIN as early as possible.  Stops at
+ * the first pass that sends no new FIN (bounded). */
+static void worker_drain_hangups(struct worker *w)
+{
+	int seen = upstream_fins(w->up), i;
+
+	for (i = 0; seen && i < 64; i++) {
+		if (loop_run_once(w->loop, 0) <= 0 ||
+		    upstream_fins(w->up) == seen)
+			break;
+		seen = upstream_fins(w->up);
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -114,6 +129,7 @@ static void *worker_main(void *arg)
 			log_msg(LOG_ERROR, "event loop failed", "worker=%d", w->id);
 			break;
 		}
+		worker_drain_hangups(w);
 		worker_tick(w);
 	}
 	return NULL;
