@@ -86,3 +86,31 @@ class ClientDisconnect(ProxyTest):
 
     def test_hangup_streaming_rst(self):
         self._hangup_streaming(rst=True)
+
+    def test_burst_of_hangups_all_propagate(self):
+        """600 clients of one worker hang up at once: every backend
+        connection sees its cancellation (hang-up events arrive in batches
+        larger than the loop takes at once, and teardown is deferred)."""
+        n = 600
+        backend, proxy = self.setup_pair(workers=1)
+        mark = backend.mark()
+        clients = [self.client(proxy) for _ in range(n)]
+        for i, c in enumerate(clients):
+            c.send_request("GET", "/hang?burst=%d" % i)
+        reqs = backend.wait_count(n, lambda e: e.get("path", "").startswith("/hang?burst="),
+                                  timeout=30.0, start=mark, what="ev=request /hang?burst",
+                                  ev="request")
+        conns = {e["conn"] for e in reqs}
+        self.assertEqual(len(conns), n)
+        for c in clients:
+            c.sock.close()
+        gone = backend.wait_count(n, lambda e: e.get("conn") in conns, timeout=30.0,
+                                  start=mark, what="ev=cancelled of a burst conn",
+                                  ev="cancelled")
+        self.assertEqual({e["conn"] for e in gone}, conns)
+        lines = proxy.log.wait_count(
+            n, lambda e: e.get("type") == "access" and e.get("path", "").startswith("/hang?burst="),
+            timeout=10.0, what="type=access path=/hang?burst")
+        self.assertEqual({(e.get("status"), e.get("cause")) for e in lines},
+                         {("499", "client_disconnect")})
+        self.assertTrue(proxy.alive())
