@@ -95,7 +95,7 @@ int route_upstream_url(const struct config_route *r, const char *path,
 	size_t plen = strlen(r->prefix);
 	const char *rest = path;
 	const char *part[6];
-	size_t part_len[6], total = 0, i;
+	size_t part_len[6], total = 0, i, room, n;
 
 	if (r->strip_prefix && strncmp(path, r->prefix, plen) == 0)
 		rest = path + plen;
@@ -111,12 +111,16 @@ int route_upstream_url(const struct config_route *r, const char *path,
 		part_len[i] = strlen(part[i]);
 		total += part_len[i];
 	}
+	/* Like snprintf: what fits, NUL-terminated, even when not all does. */
+	for (i = 0, room = len; i < 6 && room > 1; i++) {
+		n = part_len[i] < room - 1 ? part_len[i] : room - 1;
+		memcpy(buf, part[i], n);
+		buf += n;
+		room -= n;
+	}
+	if (room)
+		*buf = '\0';
 	if (total >= len || total > INT_MAX)
 		return -ENOSPC;
-	for (i = 0; i < 6; i++) {
-		memcpy(buf, part[i], part_len[i]);
-		buf += part_len[i];
-	}
-	*buf = '\0';
 	return (int)total;
 }
