@@ -338,7 +338,7 @@ def demo_hangup(backend, proxy):
         (int(req["t"]), f"backend received it (conn={req['conn']} req={req['req']})"),
         (closed, "client closed its socket"),
         (cancel, f"ctxproxy cancelled the context (cause={acc['cause']} phase={acc['phase']})"),
-        (upclose, "ctxproxy closed the upstream connection"),
+        (upclose, "ctxproxy shut the upstream connection down (FIN sent)"),
         (saw, f"backend saw the close (ev=cancelled phase={seen[1].get('phase')})"),
     ]
     if gone:
