@@ -18,7 +18,9 @@ sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
 
-SUITE_LIMIT = 175  # seconds; the whole suite must stay under 3 minutes
+# seconds; the whole suite must stay under 3 minutes (under valgrind, whose
+# daemons run 20-50 times slower, `make check-valgrind` gets 20 minutes)
+SUITE_LIMIT = 1200 if os.environ.get("CTXPROXY_VALGRIND") == "1" else 175
 
 
 class SuiteTimeout(Exception):
