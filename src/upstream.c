@@ -975,6 +975,7 @@ static struct fetch *fetch_alloc(const struct fetch_request *rq)
 		node[h->n].data = text + h->len;
 		memcpy(node[h->n].data, rq->deadline_header, dl);
 		f->dl_value = node[h->n].data + dl;
+		memcpy(f->dl_value, ":", 2);   /* sends nothing until prereq */
 	}
 	for (i = 0; i < n; i++)
 		node[i].next = i + 1 < n ? &node[i + 1] : NULL;
@@ -1054,18 +1055,19 @@ static void upstream_easy_put(struct upstream *up, CURL *e)
 static void fetch_set_method(struct fetch *f, const char *method)
 {
 	CURL *e = f->easy;
-	bool get = strcmp(method, "GET") == 0;
+	bool body = f->req_body_len != -1;
+	bool head = strcmp(method, "HEAD") == 0;
+	bool plain_get = !body && strcmp(method, "GET") == 0;
 
 	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
 			 (curl_off_t)(f->req_body_len >= 0 ? f->req_body_len : -1));
-	if (f->req_body_len != -1)
+	if (body)
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-	if (strcmp(method, "HEAD") == 0)
+	if (head)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
-			 (get && f->req_body_len == -1) ||
-			 strcmp(method, "HEAD") == 0 ? NULL : method);
+			 head || plain_get ? NULL : method);
 }
 
 static void fetch_setup(struct fetch *f, const struct fetch_request *rq)
