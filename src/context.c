@@ -472,6 +472,31 @@ bool ctx_unwatch(ctx_watch_t *w)
 	return true;
 }
 
+int ctx_timer_start(ctx_t **t, ctx_watch_t *w, ctx_t *parent, int64_t at,
+		    ctx_cause_t cause, ctx_done_fn fn, void *arg)
+{
+	int rc;
+
+	ctx_timer_stop(t, w);
+	*t = ctx_with_deadline(parent, at, cause);
+	if (!*t)
+		return -ENOMEM;
+	rc = ctx_watch(*t, w, fn, arg);
+	if (rc < 0)
+		ctx_timer_stop(t, w);
+	return rc;
+}
+
+void ctx_timer_stop(ctx_t **t, ctx_watch_t *w)
+{
+	if (!*t)
+		return;
+	ctx_unwatch(w);
+	ctx_cancel(*t, CTX_CAUSE_COMPLETED);
+	ctx_unref(*t);
+	*t = NULL;
+}
+
 /* ---- the loop's deadline interface ---- */
 
 int64_t ctx_next_deadline(const ctx_t *root)

@@ -108,6 +108,19 @@ int ctx_watch(ctx_t *ctx, ctx_watch_t *w, ctx_done_fn fn, void *arg);
  * if it already ran or was never registered.  Safe on a zeroed watch. */
 bool ctx_unwatch(ctx_watch_t *w);
 
+/* A one-shot timer made of a context.  Stops the timer already in *t, then
+ * makes *t a child of parent with deadline `at` (monotonic ns) and `cause`,
+ * watched through w: fn(*t, arg) runs once when it expires or parent is
+ * cancelled.  Returns 0, -ENOMEM, or -ECANCELED when parent is already
+ * cancelled (fn is not called); on failure *t is NULL.  The caller owns *t
+ * and w until ctx_timer_stop(). */
+int ctx_timer_start(ctx_t **t, ctx_watch_t *w, ctx_t *parent, int64_t at,
+		    ctx_cause_t cause, ctx_done_fn fn, void *arg);
+
+/* Stop the timer in *t, if any: fn will not run from now on, the context
+ * is cancelled (completed) and released, and *t becomes NULL. */
+void ctx_timer_stop(ctx_t **t, ctx_watch_t *w);
+
 /* For the loop owning root: the earliest deadline of any live context in
  * its tree, or CTX_NO_DEADLINE. */
 int64_t ctx_next_deadline(const ctx_t *root);

@@ -1,7 +1,6 @@
 /* front.c - the client side: libmicrohttpd daemons and the request path. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -199,16 +198,20 @@ static void copy_trunc(char *dst, size_t cap, const char *src)
 	dst[n] = '\0';
 }
 
-/* 16 lower-case hex digits, zero-padded. */
-static void hex64(char *out, uint64_t v)
+/* A new request id: 128 random bits as 32 lower-case hex digits. */
+static void front_new_id(struct front *fr, char out[33])
 {
 	static const char digits[] = "0123456789abcdef";
+	uint64_t v = 0;
 	int i;
 
-	for (i = 15; i >= 0; i--) {
-		out[i] = digits[v & 15];
-		v >>= 4;
+	for (i = 0; i < 32; i++) {
+		if (i % 16 == 0)
+			v = front_rand(fr);
+		out[i] = digits[v >> 60];
+		v <<= 4;
 	}
+	out[32] = '\0';
 }
 
 static bool req_id_sane(const char *v)
@@ -232,9 +235,7 @@ static void req_set_id(struct req *r)
 		copy_trunc(r->id, sizeof(r->id), v);
 		return;
 	}
-	hex64(r->id, front_rand(r->fr));
-	hex64(r->id + 16, front_rand(r->fr));
-	r->id[32] = '\0';
+	front_new_id(r->fr, r->id);
 }
 
 /* ---- suspend, resume and the hang-up watch ---- */
@@ -767,16 +768,6 @@ static enum MHD_Result front_on_request(void *cls, struct MHD_Connection *c,
 /* ---- connection and request bookkeeping ---- */
 
 
-static void conn_head_disarm(struct fconn *fc)
-{
-	if (!fc->head_timer)
-		return;
-	ctx_unwatch(&fc->head_watch);
-	ctx_cancel(fc->head_timer, CTX_CAUSE_COMPLETED);
-	ctx_unref(fc->head_timer);
-	fc->head_timer = NULL;
-}
-
 /* The head did not arrive in time (libmicrohttpd only bounds silence, so a
  * trickle would go on forever): answer 408 on the socket ourselves, since
  * MHD has written nothing for this request, and shut it so MHD closes. */
@@ -785,13 +776,12 @@ static void conn_on_head_timeout(ctx_t *t, void *arg)
 	static const char body[] = "request head timeout\n";
 	struct fconn *fc = arg;
 	struct log_access a = { 0 };
-	char resp[256], id[40];
+	char resp[256], id[33];
 	int n;
 
 	if (ctx_cause(t) != CTX_CAUSE_DEADLINE_EXCEEDED)
 		return;
-	snprintf(id, sizeof(id), "%016" PRIx64 "%016" PRIx64,
-		 front_rand(fc->fr), front_rand(fc->fr));
+	front_new_id(fc->fr, id);
 	n = snprintf(resp, sizeof(resp), "HTTP/1.1 408 Request Timeout\r\n"
 		     "Content-Type: text/plain\r\nContent-Length: %zu\r\n"
 		     "X-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
@@ -818,13 +808,9 @@ static void conn_head_arm(struct fconn *fc)
 
 	if (fc->head_timer || fc->fd < 0)
 		return;
-	fc->head_timer = ctx_with_deadline(fc->fr->env.root, ctx_now_ns() +
-					   cfg->client_header_timeout_ms * 1000000,
-					   CTX_CAUSE_DEADLINE_EXCEEDED);
-	if (fc->head_timer &&
-	    ctx_watch(fc->head_timer, &fc->head_watch, conn_on_head_timeout,
-		      fc) < 0)
-		conn_head_disarm(fc);
+	ctx_timer_start(&fc->head_timer, &fc->head_watch, fc->fr->env.root,
+			ctx_now_ns() + cfg->client_header_timeout_ms * 1000000,
+			CTX_CAUSE_DEADLINE_EXCEEDED, conn_on_head_timeout, fc);
 }
 
 /* The request line of a new request is in: keep its raw target (MHD
@@ -906,7 +892,7 @@ static void front_on_connection(void *cls, struct MHD_Connection *c,
 			loop_del(fc->fr->env.loop, &fc->hup);
 		if (fc->req)
 			fc->req->fc = NULL;
-		conn_head_disarm(fc);
+		ctx_timer_stop(&fc->head_timer, &fc->head_watch);
 		free(fc->uri);
 		free(fc);
 	}
@@ -921,7 +907,7 @@ static enum MHD_Result front_begin(struct req *r, struct MHD_Connection *c,
 
 	copy_trunc(r->method, sizeof(r->method), method);
 	if (fc)
-		conn_head_disarm(fc);     /* the whole head is in */
+		ctx_timer_stop(&fc->head_timer, &fc->head_watch);     /* the whole head is in */
 	r->uri = strdup(fc && fc->uri ? fc->uri : "/");
 	if (!r->uri)
 		return MHD_NO;

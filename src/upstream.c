@@ -588,12 +588,7 @@ static void upstream_check_done(struct upstream *up)
 
 static void fetch_phase_clear(struct fetch *f)
 {
-	if (!f->phase)
-		return;
-	ctx_unwatch(&f->phase_watch);
-	ctx_cancel(f->phase, CTX_CAUSE_COMPLETED);
-	ctx_unref(f->phase);
-	f->phase = NULL;
+	ctx_timer_stop(&f->phase, &f->phase_watch);
 }
 
 static void fetch_on_phase(ctx_t *phase, void *arg);
@@ -603,11 +598,8 @@ static void fetch_phase_arm(struct fetch *f, int64_t ms, ctx_cause_t cause)
 	fetch_phase_clear(f);
 	if (ms <= 0 || !f->running)
 		return;
-	f->phase = ctx_with_deadline(f->ctx, ctx_now_ns() + ms * 1000000, cause);
-	if (!f->phase)
-		return;
-	if (ctx_watch(f->phase, &f->phase_watch, fetch_on_phase, f) < 0)
-		fetch_phase_clear(f);
+	ctx_timer_start(&f->phase, &f->phase_watch, f->ctx,
+			ctx_now_ns() + ms * 1000000, cause, fetch_on_phase, f);
 }
 
 static void fetch_on_phase(ctx_t *phase, void *arg)

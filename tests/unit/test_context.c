@@ -1272,6 +1272,76 @@ static void test_stress_random(void **state)
 	free(st.alive);
 }
 
+/* ---- one-shot timers ---- */
+
+static void test_timer_fires_once_with_its_cause(void **state)
+{
+	ctx_t *root = new_root(), *t = NULL;
+	ctx_watch_t w = { 0 };
+	struct probe p = { 0 };
+
+	(void)state;
+	assert_int_equal(ctx_timer_start(&t, &w, root, 1000,
+					 CTX_CAUSE_HEADER_TIMEOUT, probe_cb, &p), 0);
+	assert_non_null(t);
+	assert_int_equal(ctx_expire(root, 999), 0);
+	assert_int_equal(p.calls, 0);
+	assert_int_equal(ctx_expire(root, 1000), 1);
+	assert_int_equal(p.calls, 1);
+	assert_ptr_equal(p.seen, t);
+	assert_int_equal(p.cause, CTX_CAUSE_HEADER_TIMEOUT);
+	ctx_timer_stop(&t, &w);
+	assert_null(t);
+	assert_int_equal(p.calls, 1);
+	ctx_unref(root);
+}
+
+static void test_timer_stop_and_restart(void **state)
+{
+	ctx_t *root = new_root(), *t = NULL;
+	ctx_watch_t w = { 0 };
+	struct probe p = { 0 };
+
+	(void)state;
+	ctx_timer_stop(&t, &w);                       /* nothing armed: no-op */
+	assert_int_equal(ctx_timer_start(&t, &w, root, 1000,
+					 CTX_CAUSE_IDLE_TIMEOUT, probe_cb, &p), 0);
+	/* Restarting replaces the first timer: only the second fires. */
+	assert_int_equal(ctx_timer_start(&t, &w, root, 3000,
+					 CTX_CAUSE_HEADER_TIMEOUT, probe_cb, &p), 0);
+	assert_int_equal(ctx_next_deadline(root), 3000);
+	assert_int_equal(ctx_expire(root, 2000), 0);
+	assert_int_equal(p.calls, 0);
+	ctx_timer_stop(&t, &w);
+	assert_null(t);
+	assert_int_equal(ctx_expire(root, 5000), 0);
+	assert_int_equal(p.calls, 0);                 /* stopped: never fires */
+	ctx_unref(root);
+}
+
+static void test_timer_follows_its_parent(void **state)
+{
+	ctx_t *root = new_root(), *parent = new_child(root), *t = NULL;
+	ctx_watch_t w = { 0 };
+	struct probe p = { 0 };
+
+	(void)state;
+	assert_int_equal(ctx_timer_start(&t, &w, parent, 1000,
+					 CTX_CAUSE_IDLE_TIMEOUT, probe_cb, &p), 0);
+	ctx_cancel(parent, CTX_CAUSE_CLIENT_DISCONNECT);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.cause, CTX_CAUSE_CLIENT_DISCONNECT);
+	ctx_timer_stop(&t, &w);
+	/* On a cancelled parent nothing is armed and fn is not called. */
+	assert_int_equal(ctx_timer_start(&t, &w, parent, 1000,
+					 CTX_CAUSE_IDLE_TIMEOUT, probe_cb, &p),
+			 -ECANCELED);
+	assert_null(t);
+	assert_int_equal(p.calls, 1);
+	ctx_unref(parent);
+	ctx_unref(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1310,6 +1380,9 @@ int main(void)
 		cmocka_unit_test(test_unref_live_child_detaches),
 		cmocka_unit_test(test_parent_kept_alive_by_child),
 		cmocka_unit_test(test_stress_random),
+		cmocka_unit_test(test_timer_fires_once_with_its_cause),
+		cmocka_unit_test(test_timer_stop_and_restart),
+		cmocka_unit_test(test_timer_follows_its_parent),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
