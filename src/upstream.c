@@ -516,6 +516,10 @@ static void fetch_stop(struct fetch *f)
 		shutdown(f->sock, SHUT_RDWR);
 		f->closed_at = ctx_now_ns();
 		f->up->fins++;
+		/* libcurl must not read the EOF this causes before the
+		 * teardown: on a reused connection it would take it for a
+		 * dead one and send the request again on a fresh one. */
+		curl_easy_pause(f->easy, CURLPAUSE_ALL);
 	}
 	f->remove_pending = true;
 	fetch_notify(f, PEND_DONE | PEND_BODY | PEND_UPLOAD);

@@ -114,3 +114,25 @@ class ClientDisconnect(ProxyTest):
         self.assertEqual({(e.get("status"), e.get("cause")) for e in lines},
                          {("499", "client_disconnect")})
         self.assertTrue(proxy.alive())
+
+    def test_hangup_on_reused_connection_sends_nothing_again(self):
+        """A cancelled fetch on a kept-alive upstream connection is not
+        retried: the FIN ctxproxy sends first must not look to libcurl like
+        a dead connection worth a fresh connect and a second request."""
+        backend, proxy = self.setup_pair(workers=1)
+        mark = backend.mark()
+        c = self.client(proxy)
+        self.assertEqual(c.request("GET", "/fast?warm").status, 200)
+        c.send_request("GET", "/hang?reused")
+        req = backend.wait_request("/hang?reused", start=mark)
+        first = backend.find(ev="request", start=mark)
+        self.assertEqual(req["conn"], first[0]["conn"], "the /hang did not reuse the connection")
+        c.close()
+        backend.wait(ev="cancelled", conn=req["conn"], req=req["req"], start=mark)
+        after = self.client(proxy).request("GET", "/fast?after")
+        self.assertEqual(after.status, 200)
+        backend.wait_request("/fast?after", start=mark)
+        opens = backend.find(ev="open", start=mark)
+        self.assertEqual(len(opens), 2, "upstream connections opened: %s" % opens)
+        self.assertEqual(len(backend.find(lambda e: e.get("path") == "/hang?reused",
+                                          start=mark, ev="request")), 1)
