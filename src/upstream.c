@@ -50,8 +50,6 @@ struct fetch {
 	void *arg;
 	struct curl_slist *lines;        /* the head's lines, in this block */
 	curl_socket_t sock;              /* the connection it runs on, if known */
-	int local_port, peer_port;       /* that connection, from prereq */
-	char peer_ip[INET6_ADDRSTRLEN];
 	char *dl_value;                  /* after the deadline's name, or NULL */
 	int64_t req_body_len;
 	const struct config_timeouts *t;
@@ -481,23 +479,29 @@ static int sockaddr_port_ip(const struct sockaddr_storage *a, char *ip)
 
 /* Whether f->sock is still this transfer's connection: the socket callback
  * does not always name the transfer that uses a socket, so the addresses
- * libcurl gave the prereq callback decide (a TCP 4-tuple is unique). */
+ * libcurl keeps for the transfer's connection decide (a TCP 4-tuple is
+ * unique).  Before the connection is up they are unset: no match. */
 static bool fetch_owns_socket(const struct fetch *f)
 {
 	struct sockaddr_storage a;
 	socklen_t len = sizeof(a);
-	char ip[INET6_ADDRSTRLEN];
+	char ip[INET6_ADDRSTRLEN], *peer_ip = NULL;
+	long local_port = 0, peer_port = 0;
 
-	if (f->sock == CURL_SOCKET_BAD || !f->local_port)
+	if (f->sock == CURL_SOCKET_BAD ||
+	    curl_easy_getinfo(f->easy, CURLINFO_LOCAL_PORT, &local_port) ||
+	    curl_easy_getinfo(f->easy, CURLINFO_PRIMARY_PORT, &peer_port) ||
+	    curl_easy_getinfo(f->easy, CURLINFO_PRIMARY_IP, &peer_ip) ||
+	    local_port <= 0 || !peer_ip)
 		return false;
 	if (getsockname(f->sock, (struct sockaddr *)&a, &len) < 0 ||
-	    sockaddr_port_ip(&a, NULL) != f->local_port)
+	    sockaddr_port_ip(&a, NULL) != local_port)
 		return false;
 	len = sizeof(a);
 	if (getpeername(f->sock, (struct sockaddr *)&a, &len) < 0 ||
-	    sockaddr_port_ip(&a, ip) != f->peer_port)
+	    sockaddr_port_ip(&a, ip) != peer_port)
 		return false;
-	return strcmp(ip, f->peer_ip) == 0;
+	return strcmp(ip, peer_ip) == 0;
 }
 
 /* The backend must learn of a cancellation first: the FIN goes out at once
@@ -631,13 +635,6 @@ static void fetch_on_phase(ctx_t *phase, void *arg)
 
 /* ---- curl callbacks ---- */
 
-static void copy_ip(char dst[INET6_ADDRSTRLEN], const char *ip)
-{
-	size_t n = ip ? strnlen(ip, INET6_ADDRSTRLEN - 1) : 0;
-
-	memcpy(dst, ip ? ip : "", n);
-	dst[n] = '\0';
-}
 
 static void fetch_set_deadline(struct fetch *f);
 
@@ -648,10 +645,10 @@ static int fetch_on_prereq(void *arg, char *conn_primary_ip,
 {
 	struct fetch *f = arg;
 
+	(void)conn_primary_ip;
 	(void)conn_local_ip;
-	f->local_port = conn_local_port;
-	f->peer_port = conn_primary_port;
-	copy_ip(f->peer_ip, conn_primary_ip);
+	(void)conn_primary_port;
+	(void)conn_local_port;
 	if (!f->running)
 		return CURL_PREREQFUNC_ABORT;
 	fetch_set_deadline(f);
