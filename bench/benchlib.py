@@ -131,29 +131,27 @@ def open_requests(port, n, make_request, window=256, timeout=60.0, arrived=None,
         for key, _ in sel.select(timeout=0.002 if held else 0.5):
             st = pending[key.fd]
             i, s = st[0], st[1]
-            if not st[3]:
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    sel.unregister(s)
-                    del pending[key.fd]
-                    s.close()
-                    failed += 1
-                    continue
-                st[3] = True
             try:
+                if not st[3]:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    st[3] = True
                 k = s.send(st[2])
             except BlockingIOError:
                 continue
             except OSError:
-                sel.unregister(s)
-                del pending[key.fd]
+                k = None
+            if k is not None:
+                st[2] = st[2][k:]
+                if st[2]:
+                    continue
+            sel.unregister(s)
+            del pending[key.fd]
+            if k is None:
                 s.close()
                 failed += 1
-                continue
-            st[2] = st[2][k:]
-            if not st[2]:
-                sel.unregister(s)
-                del pending[key.fd]
+            else:
                 socks[i] = s
     for st in pending.values():  # timed out
         sel.unregister(st[1])

@@ -4,7 +4,8 @@
 #   full run: < 10 min, writes the table to bench/last-run.md as well;
 #   --smoke:  every case briefly (< 60 s), just proves the scripts work;
 #             writes no file unless --out is given.
-# Needs wrk, nginx and haproxy (scripts/deps.sh bench installs them) and
+# Needs wrk, nginx and haproxy (scripts/deps.sh bench installs them; exit 3
+# when one is missing) and
 # build/ctxproxy + build/tests/backend (built here if missing).  As root the
 # open-file limit is raised to 65536 for the 10,000-request case; otherwise
 # the soft limit is raised to the hard one and that case may be scaled down.
@@ -29,7 +30,7 @@ for t in wrk nginx haproxy python3; do
 done
 if [ -n "$missing" ]; then
 	echo "bench: missing:$missing (run: scripts/deps.sh bench)" >&2
-	exit 2
+	exit 3   # smoke.sh takes 3 as "skipped"
 fi
 if [ ! -x "$root/build/ctxproxy" ] || [ ! -x "$root/build/tests/backend" ]; then
 	make -C "$root" --no-print-directory build/ctxproxy build/tests/backend >&2 || exit 2
