@@ -43,8 +43,12 @@ class Headers(ProxyTest):
         resp = self.client(proxy).request("GET", "/fast", [("X-Request-Id", "bad id with spaces")])
         rid = resp.header("x-request-id")
         self.assertTrue(rid and rid != "bad id with spaces", "request id %r" % rid)
+        self.assertRegex(rid, r"^[0-9a-f]{32}$", "a generated id is 128 bits in hex")
         seen = backend.headers_of(backend.wait_request("/fast"))
         self.assertEqual(seen.get("x-request-id"), [rid])
+        other = self.client(proxy).request("GET", "/fast").header("x-request-id")
+        self.assertRegex(other, r"^[0-9a-f]{32}$")
+        self.assertNotEqual(other, rid)
 
     def test_client_deadline_shortens_budget(self):
         backend, proxy = self.setup_pair()

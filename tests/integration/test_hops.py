@@ -1,5 +1,6 @@
 """test_hops.py - one deadline across two ctxproxies, upstream framing, slow request heads."""
 
+import re
 import socket
 import time
 import unittest
@@ -117,6 +118,9 @@ class ClientHeaderTimeout(ProxyTest):
         self.assertEqual(backend.requests(), [], "the backend saw nothing")
         line = proxy.log.wait(lambda e: e.get("type") == "access", status="408")
         self.assertEqual(line.get("cause"), "client_header_timeout")
+        m = re.search(rb"\r\nX-Request-Id: ([0-9a-f]{32})\r\n", bytes(got))
+        self.assertTrue(m, "408 without a generated request id: %r" % bytes(got[:200]))
+        self.assertEqual(line.get("id"), m.group(1).decode())
 
     def test_idle_keepalive_is_not_a_slow_head(self):
         backend, proxy = self.setup_pair(client_header_timeout_ms=300)
