@@ -277,8 +277,13 @@ class Backend:
         """Every ev=request event so far."""
         return self.find(start=start, ev="request")
 
-    def headers_of(self, req):
-        """The request headers the backend saw for request event req: name -> [values]."""
+    def headers_of(self, req, timeout=WAIT_TIMEOUT):
+        """The request headers the backend saw for request event req: name -> [values].
+
+        The backend prints a request's header events and then its headers_end
+        event; the lines reach us one by one, so wait (bounded) for headers_end
+        before reading, or a caller may see only some of them."""
+        self.wait(ev="headers_end", conn=req["conn"], req=req["req"], timeout=timeout)
         out = {}
         for e in self.find(ev="header", conn=req["conn"], req=req["req"]):
             out.setdefault(e["name"], []).append(e["value"])

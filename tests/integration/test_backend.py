@@ -1,9 +1,32 @@
 """test_backend.py - the test backend itself: events and endpoints, without the proxy."""
 
 import os
+import threading
 import unittest
 
-from harness import Client, ProxyTest, expected_bytes
+from harness import Backend, Client, LineLog, ProxyTest, _parse_event, expected_bytes
+
+
+class HeadersOf(unittest.TestCase):
+    """Backend.headers_of on an event stream whose lines arrive one by one."""
+
+    def test_waits_for_headers_end(self):
+        rfd, wfd = os.pipe()
+        backend = Backend.__new__(Backend)        # no process: a fed stream
+        backend.events = LineLog(os.fdopen(rfd, "rb"), _parse_event, "fake")
+        out = os.fdopen(wfd, "wb", buffering=0)
+        self.addCleanup(out.close)
+        out.write(b"t=1 ev=request conn=1 req=1 method=GET path=/x raw=2f78\n"
+                  b"t=2 ev=header conn=1 req=1 name=host value=a\n")
+        req = backend.wait(ev="request")
+        backend.wait(ev="header", name="host")
+        late = threading.Timer(0.2, out.write, [
+            b"t=3 ev=header conn=1 req=1 name=x-late value=b\n"
+            b"t=4 ev=headers_end conn=1 req=1\n"])
+        late.start()
+        self.addCleanup(late.cancel)
+        self.assertEqual(backend.headers_of(req),
+                         {"host": ["a"], "x-late": ["b"]})
 
 
 class BackendSelfTest(ProxyTest):
