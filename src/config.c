@@ -13,12 +13,15 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "headers.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* Keeps now + timeout far from int64 nanosecond overflow (~24.8 days). */
 #define TIMEOUT_MAX_MS ((int64_t)INT32_MAX)
 /* A config file is small; this only stops `-c /dev/zero` eating memory. */
 #define FILE_MAX_BYTES ((size_t)16 << 20)
-#define WORKERS_MAX 256
 /* libconfig's own nesting limit */
 #define INCLUDE_DEPTH_MAX 10
 
@@ -187,21 +190,6 @@ static bool addr_same(const struct config_addr *a, const struct config_addr *b)
 	return memcmp(ba, bb, sizeof(ba)) == 0;
 }
 
-/* RFC 9110 tchar: what a header field name may be made of. */
-static bool is_token(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++) {
-		if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		    (*s >= '0' && *s <= '9'))
-			continue;
-		if (!strchr("!#$%&'*+-.^_`|~", *s))
-			return false;
-	}
-	return true;
-}
-
 /* Rejects what would need escaping or could split a request line. */
 static bool is_plain_path(const char *s)
 {
@@ -262,6 +250,9 @@ static void parse_listen(struct loader *ld, const config_setting_t *s, void *obj
 		why = "'listen' must be a string or a list of strings";
 	if (!why && n == 0)
 		why = "'listen' must name at least one address";
+	if (!why && n > CONFIG_LISTEN_MAX)
+		why = "'listen' names more than " STR(CONFIG_LISTEN_MAX)
+			" addresses";
 	if (!why) {
 		cfg->listen = calloc(n, sizeof(*cfg->listen));
 		if (!cfg->listen)
@@ -298,31 +289,22 @@ static void check_log_format(struct loader *ld, const config_setting_t *s,
 		complain(ld, s, "'access_log_format' must be \"logfmt\" or \"json\", not '%s'", v);
 }
 
-/* Fields the proxy writes or strips itself: a budget in them would be
- * dropped, or would overwrite what the upstream relies on. */
-static const char *const managed_headers[] = {
-	"Host", "Content-Length", "Transfer-Encoding", "Connection",
-	"Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade",
-	"Proxy-Authorization", "Proxy-Authenticate", "X-Request-Id",
-	"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via",
-};
-
 static void check_deadline_header(struct loader *ld, const config_setting_t *s,
 				  void *obj)
 {
 	const char *v = config_setting_get_string(s);
-	size_t i;
 
 	(void)obj;
-	if (*v && !is_token(v)) {
+	if (*v && !headers_is_token(v, strlen(v))) {
 		complain(ld, s, "'deadline_header' must be a header name "
 			 "(letters, digits and !#$%%&'*+-.^_`|~) or \"\" to disable, not '%s'", v);
 		return;
 	}
-	for (i = 0; i < sizeof(managed_headers) / sizeof(managed_headers[0]); i++)
-		if (strcasecmp(v, managed_headers[i]) == 0)
-			complain(ld, s, "'deadline_header' cannot be '%s': "
-				 "ctxproxy manages that header itself", v);
+	/* A budget in a field the proxy writes or strips itself would be
+	 * dropped, or would overwrite what the upstream relies on. */
+	if (headers_proxy_managed(v))
+		complain(ld, s, "'deadline_header' cannot be '%s': "
+			 "ctxproxy manages that header itself", v);
 }
 
 static void check_name(struct loader *ld, const config_setting_t *s, void *obj)
@@ -506,7 +488,7 @@ static void remember_routes(struct loader *ld, const config_setting_t *s,
 static const struct key top_keys[] = {
 	TOP("listen", KEY_CUSTOM, listen, 0, 0, parse_listen, true),
 	TOP("admin", KEY_STRING, admin, 0, 0, check_admin, false),
-	TOP("workers", KEY_INT, workers, 1, WORKERS_MAX, NULL, false),
+	TOP("workers", KEY_INT, workers, 1, CONFIG_WORKERS_MAX, NULL, false),
 	TOP("max_connections", KEY_INT64, max_connections, 1, INT32_MAX, NULL, false),
 	TOP("client_header_timeout_ms", KEY_INT64, client_header_timeout_ms,
 	    1, TIMEOUT_MAX_MS, NULL, false),
@@ -950,7 +932,7 @@ static struct config *config_new(const char *name)
 
 	if (!cfg)
 		return NULL;
-	cfg->workers = ncpu < 1 ? 1 : ncpu > WORKERS_MAX ? WORKERS_MAX : (int)ncpu;
+	cfg->workers = ncpu < 1 ? 1 : ncpu > CONFIG_WORKERS_MAX ? CONFIG_WORKERS_MAX : (int)ncpu;
 	cfg->max_connections = 10000;
 	cfg->client_header_timeout_ms = 10000;
 	cfg->client_idle_timeout_ms = 60000;

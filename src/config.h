@@ -6,6 +6,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Limits the configuration owns: config_load refuses more, so every part
+ * of the daemon may size its tables by them. */
+#define CONFIG_LISTEN_MAX 16      /* listen addresses (one daemon each per worker) */
+#define CONFIG_WORKERS_MAX 256    /* worker threads */
+
 /* Per-route timeouts in milliseconds; `defaults` fills what a route omits. */
 struct config_timeouts {
 	int64_t connect_timeout_ms; /* > 0 */
@@ -38,10 +43,10 @@ struct config_route {
 
 struct config {
 	char *path;                     /* the file it came from */
-	struct config_addr *listen;     /* at least one */
+	struct config_addr *listen;     /* 1 .. CONFIG_LISTEN_MAX */
 	size_t nlisten;
 	char *admin;                    /* NULL when absent */
-	int workers;                    /* default: number of online CPUs */
+	int workers;                    /* 1 .. CONFIG_WORKERS_MAX; default: CPUs */
 	int64_t max_connections;        /* default 10000 */
 	int64_t client_header_timeout_ms; /* default 10000 */
 	int64_t client_idle_timeout_ms;   /* default 60000 */

@@ -17,7 +17,6 @@
 #include "headers.h"
 #include "log.h"
 
-#define FRONT_MAX_DAEMONS 16
 #define FRONT_BLOCK_SIZE (16 * 1024)
 #define FRONT_POOL_SIZE (16 * 1024)
 #define FRONT_URL_MAX 8192
@@ -58,8 +57,8 @@ struct front {
 	struct front_env env;
 	struct fgen *cur;
 	struct fgen *old;                 /* replaced, still used by requests */
-	struct MHD_Daemon *d[FRONT_MAX_DAEMONS];
-	struct loop_io dio[FRONT_MAX_DAEMONS];
+	struct MHD_Daemon *d[CONFIG_LISTEN_MAX];
+	struct loop_io dio[CONFIG_LISTEN_MAX];
 	int nd;
 	bool need_run;
 	bool draining;
@@ -1079,7 +1078,7 @@ struct front *front_new(const struct front_env *env)
 	}
 	if (getrandom(fr->rng, sizeof(fr->rng), 0) != sizeof(fr->rng))
 		fr->rng[0] = (uint64_t)ctx_now_ns() | 1;
-	for (i = 0; i < env->gen->cfg->nlisten && i < FRONT_MAX_DAEMONS; i++) {
+	for (i = 0; i < env->gen->cfg->nlisten && i < CONFIG_LISTEN_MAX; i++) {
 		fr->d[fr->nd] = front_start_daemon(fr, env->listen_fds[i]);
 		if (!fr->d[fr->nd])
 			goto fail;

@@ -21,19 +21,29 @@ bool headers_hop_by_hop(const char *name)
 	return field_is_hop(&f);
 }
 
-bool headers_list_has(const char *list, const char *name)
+/* The one comma-list scanner: does the token list [v, v + n) (a
+ * Connection value) hold name, case-insensitively? */
+static bool list_has(const char *v, size_t n, const char *name,
+		     size_t name_len)
 {
-	size_t n = strlen(name), tok;
-	const char *p = list;
+	size_t i = 0, tok;
 
-	while (p && *p) {
-		p += strspn(p, " \t,");
-		tok = strcspn(p, " \t,");
-		if (tok == n && strncasecmp(p, name, n) == 0)
+	while (i < n) {
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+			i++;
+		tok = i;
+		while (i < n && v[i] != ' ' && v[i] != '\t' && v[i] != ',')
+			i++;
+		if (i - tok == name_len &&
+		    strncasecmp(v + tok, name, name_len) == 0)
 			return true;
-		p += tok;
 	}
 	return false;
+}
+
+bool headers_list_has(const char *list, const char *name)
+{
+	return list && list_has(list, strlen(list), name, strlen(name));
 }
 
 bool headers_is_token(const char *s, size_t n)
@@ -283,24 +293,6 @@ static bool field_in(const struct headers_field *f, const char *const *set,
 	return false;
 }
 
-/* Does the comma-separated token list [v, v + n) hold f's name? */
-static bool list_names(const char *v, size_t n, const struct headers_field *f)
-{
-	size_t i = 0, tok;
-
-	while (i < n) {
-		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-			i++;
-		tok = i;
-		while (i < n && v[i] != ' ' && v[i] != '\t' && v[i] != ',')
-			i++;
-		if (i - tok == f->name_len &&
-		    strncasecmp(v + tok, f->name, f->name_len) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* Is f named by any of the client's Connection fields? */
 static bool field_named_in(const struct headers_field *f,
 			   const struct headers_field *in, size_t n)
@@ -309,7 +301,8 @@ static bool field_named_in(const struct headers_field *f,
 
 	for (i = 0; i < n; i++)
 		if (name_is(&in[i], "connection") &&
-		    list_names(in[i].value, in[i].value_len, f))
+		    list_has(in[i].value, in[i].value_len, f->name,
+			     f->name_len))
 			return true;
 	return false;
 }
@@ -319,12 +312,24 @@ static bool field_is_hop(const struct headers_field *f)
 	return field_in(f, hop_fields, sizeof(hop_fields) / sizeof(hop_fields[0]));
 }
 
+static bool field_managed(const struct headers_field *f)
+{
+	return field_is_hop(f) || field_in(f, own_fields, sizeof(own_fields) /
+					   sizeof(own_fields[0]));
+}
+
+bool headers_proxy_managed(const char *name)
+{
+	struct headers_field f = { name, strlen(name), "", 0 };
+
+	return field_managed(&f);
+}
+
 static bool field_forwarded(const struct headers_field *f,
 			    const struct headers_upstream *u,
 			    const struct headers_field *in, size_t n)
 {
-	if (field_is_hop(f) || field_in(f, own_fields, sizeof(own_fields) /
-					sizeof(own_fields[0])))
+	if (field_managed(f))
 		return false;
 	if (u->deadline_header && *u->deadline_header &&
 	    name_is(f, u->deadline_header))

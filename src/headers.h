@@ -12,9 +12,14 @@
  * Case-insensitive. */
 bool headers_hop_by_hop(const char *name);
 
-/* True when the comma-separated token list `list` (a Connection value)
- * names `name`, case-insensitively. */
+/* True when the comma-separated token list `list` (a Connection value,
+ * NULL for none) names `name`, case-insensitively. */
 bool headers_list_has(const char *list, const char *name);
+
+/* True for the fields the proxy writes or strips itself in an upstream
+ * request: the hop-by-hop set above, Host, Expect, X-Request-Id,
+ * X-Forwarded-For/-Proto/-Host and Via.  Case-insensitive. */
+bool headers_proxy_managed(const char *name);
 
 
 /* One request header field as received, lengths included (a value may hold

@@ -30,7 +30,6 @@
 
 #define CTXPROXY_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/ctxproxy/ctxproxy.conf"
-#define MAX_WORKERS 256
 #define LISTEN_BACKLOG 4096
 
 static void usage(FILE *out)
@@ -195,7 +194,7 @@ static int start_admin(const struct config *cfg, struct admin **out)
 struct daemon {
 	const char *path;
 	struct gen *gen;                  /* the configuration in force */
-	struct worker *ws[MAX_WORKERS];
+	struct worker *ws[CONFIG_WORKERS_MAX];
 	int n;
 	struct admin *admin;
 	uint64_t watchdog_usec;           /* 0 = no systemd watchdog */

@@ -12,7 +12,6 @@
 #define CODE_MIN 100
 #define CODE_MAX 599
 #define NCODES (CODE_MAX - CODE_MIN + 1)
-#define MAX_WORKERS 256
 
 typedef _Atomic uint64_t counter_t;
 
@@ -56,7 +55,7 @@ struct metrics_worker {
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *slot_names[METRICS_MAX_ROUTES];
 static int nslots = 1;
-static struct metrics_worker *workers[MAX_WORKERS];
+static struct metrics_worker *workers[CONFIG_WORKERS_MAX];
 
 static void bump(counter_t *c, uint64_t by)
 {
@@ -105,12 +104,12 @@ struct metrics_worker *metrics_worker_new(void)
 	if (!m)
 		return NULL;
 	pthread_mutex_lock(&reg_lock);
-	for (i = 0; i < MAX_WORKERS && workers[i]; i++)
+	for (i = 0; i < CONFIG_WORKERS_MAX && workers[i]; i++)
 		;
-	if (i < MAX_WORKERS)
+	if (i < CONFIG_WORKERS_MAX)
 		workers[i] = m;
 	pthread_mutex_unlock(&reg_lock);
-	if (i == MAX_WORKERS) {
+	if (i == CONFIG_WORKERS_MAX) {
 		free(m);
 		return NULL;
 	}
@@ -124,7 +123,7 @@ void metrics_worker_free(struct metrics_worker *m)
 	if (!m)
 		return;
 	pthread_mutex_lock(&reg_lock);
-	for (i = 0; i < MAX_WORKERS; i++)
+	for (i = 0; i < CONFIG_WORKERS_MAX; i++)
 		if (workers[i] == m)
 			workers[i] = NULL;
 	pthread_mutex_unlock(&reg_lock);
@@ -359,7 +358,7 @@ int metrics_write(FILE *out, long connections, int draining)
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_lock(&reg_lock);
-	for (i = 0; i < MAX_WORKERS; i++)
+	for (i = 0; i < CONFIG_WORKERS_MAX; i++)
 		if (workers[i])
 			sum_worker(s, workers[i]);
 	write_requests(out, s);

@@ -26,6 +26,18 @@ class CommandLine(ProxyTest):
         self.assertEqual(rc, 1, out)
         self.assertIn("%s:3:" % path, out)
 
+    def test_more_listen_addresses_than_served_are_refused(self):
+        """17 listen addresses: refused with FILE:LINE by -t and at start
+        (the 17th used to be accepted and its connections never answered)."""
+        addrs = ",\n".join('  "127.0.0.1:%d"' % (30000 + i) for i in range(17))
+        path = write_temp("workers = 1;\nlisten = (\n%s );\n"
+                          'routes = ( { name = "main"; prefix = "/"; '
+                          'upstream = "http://127.0.0.1:9"; } );\n' % addrs)
+        for args in (["-t", "-c", path], ["-c", path]):
+            rc, out = run_proxy_cli(args)
+            self.assertEqual(rc, 1, out)
+            self.assertIn("%s:2: 'listen' names more than 16 addresses" % path, out)
+
     def test_check_valid_config(self):
         path = write_temp(VALID)
         rc, out = run_proxy_cli(["-t", "-c", path])

@@ -242,6 +242,41 @@ static void test_listen_errors(void **state)
 		      "t.conf:0: missing required key 'listen'", NULL);
 }
 
+/* "listen = ( "127.0.0.1:P0", ... )" with n addresses, after a comment. */
+static char *listen_list(int n)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int i;
+
+	assert_non_null(f);
+	fprintf(f, "# many listeners\nlisten = (\n");
+	for (i = 0; i < n; i++)
+		fprintf(f, "  \"127.0.0.1:%d\"%s\n", 20000 + i, i + 1 < n ? "," : "");
+	fprintf(f, ");\n%s", ROUTE_A);
+	fclose(f);
+	return text;
+}
+
+/* Every limit is the configuration's: what front.c cannot serve (one MHD
+ * daemon per address, CONFIG_LISTEN_MAX of them) is refused here, with
+ * the line, instead of being accepted and left unanswered. */
+static void test_listen_limit(void **state)
+{
+	char *text = listen_list(CONFIG_LISTEN_MAX);
+	struct config *cfg = load_ok(text);
+
+	(void)state;
+	assert_int_equal(cfg->nlisten, CONFIG_LISTEN_MAX);
+	config_free(cfg);
+	free(text);
+	text = listen_list(CONFIG_LISTEN_MAX + 1);
+	expect_errors(text, "t.conf:2: 'listen' names more than 16 addresses",
+		      NULL);
+	free(text);
+}
+
 static void test_admin(void **state)
 {
 	(void)state;
@@ -701,6 +736,7 @@ int main(void)
 		cmocka_unit_test(test_every_key),
 		cmocka_unit_test(test_listen_list_and_ipv6),
 		cmocka_unit_test(test_listen_errors),
+		cmocka_unit_test(test_listen_limit),
 		cmocka_unit_test(test_admin),
 		cmocka_unit_test(test_defaults_inheritance),
 		cmocka_unit_test(test_int64_values),
