@@ -583,10 +583,11 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 {
 	struct fetch_request rq = { 0 };
 	struct fetch_head head;
-	char url[FRONT_URL_MAX];
+	char target[FRONT_URL_MAX];
 	int n;
 
-	n = route_upstream_url(r->route, r->path, r->query, url, sizeof(url));
+	n = route_upstream_target(r->route, r->path, r->query, target,
+				  sizeof(target));
 	if (n < 0)
 		return n;
 	r->ctx = req_new_ctx(r);
@@ -598,7 +599,8 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	/* The child is cancelled whenever the request is, and on its own. */
 	ctx_watch(r->child, &r->ctx_watch, req_on_cancel, r);
 	rq.method = r->method;
-	rq.url = url;
+	rq.origin = r->route->upstream_origin;
+	rq.target = target;
 	n = req_upstream_head(r, v, &head);
 	if (n < 0)
 		return n;

@@ -1,4 +1,4 @@
-/* route.c - pick the route for a request and build its upstream URL. */
+/* route.c - pick the route for a request and build its upstream target. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -89,30 +89,29 @@ const struct config_route *route_match(const struct route_table *rt,
 	return NULL;
 }
 
-int route_upstream_url(const struct config_route *r, const char *path,
-		       const char *query, char *buf, size_t len)
+int route_upstream_target(const struct config_route *r, const char *path,
+			  const char *query, char *buf, size_t len)
 {
 	size_t plen = strlen(r->prefix);
 	const char *rest = path;
-	const char *part[6];
-	size_t part_len[6], total = 0, i, room, n;
+	const char *part[5];
+	size_t part_len[5], total = 0, i, room, n;
 
 	if (r->strip_prefix && strncmp(path, r->prefix, plen) == 0)
 		rest = path + plen;
 	if (!query)
 		query = "";
-	part[0] = r->upstream_origin;
-	part[1] = r->upstream_base;
-	part[2] = rest[0] == '/' ? "" : "/";
-	part[3] = rest;
-	part[4] = query[0] ? "?" : "";
-	part[5] = query;
-	for (i = 0; i < 6; i++) {
+	part[0] = r->upstream_base;
+	part[1] = rest[0] == '/' ? "" : "/";
+	part[2] = rest;
+	part[3] = query[0] ? "?" : "";
+	part[4] = query;
+	for (i = 0; i < 5; i++) {
 		part_len[i] = strlen(part[i]);
 		total += part_len[i];
 	}
 	/* Like snprintf: what fits, NUL-terminated, even when not all does. */
-	for (i = 0, room = len; i < 6 && room > 1; i++) {
+	for (i = 0, room = len; i < 5 && room > 1; i++) {
 		n = part_len[i] < room - 1 ? part_len[i] : room - 1;
 		memcpy(buf, part[i], n);
 		buf += n;

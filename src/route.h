@@ -1,4 +1,4 @@
-/* route.h - choosing a route for a request and building its upstream URL. */
+/* route.h - choosing a route for a request and building its upstream target. */
 #ifndef CTXPROXY_ROUTE_H
 #define CTXPROXY_ROUTE_H
 
@@ -24,12 +24,14 @@ void route_table_free(struct route_table *rt);
 const struct config_route *route_match(const struct route_table *rt,
                                        const char *host, const char *path);
 
-/* Write the upstream URL for path (the raw request path, no query) and
- * query (raw, without '?', NULL or "" for none) into buf:
- * origin + base + (path with the prefix stripped when strip_prefix; the
- * stripped path always starts with "/") + ("?" query).  Returns the length
- * written, or -ENOSPC when buf is too small. */
-int route_upstream_url(const struct config_route *r, const char *path,
-                       const char *query, char *buf, size_t len);
+/* Write the upstream request target for path (the raw request path, no
+ * query) and query (raw, without '?', NULL or "" for none) into buf:
+ * base + (path with the prefix stripped when strip_prefix; the stripped
+ * path always starts with "/") + ("?" query).  Every byte of path and
+ * query is copied as it is (bytes >= 0x80 included): the upstream sees the
+ * client's target, not a re-encoding of it.  Returns the length written,
+ * or -ENOSPC when buf is too small (what fits is still NUL-terminated). */
+int route_upstream_target(const struct config_route *r, const char *path,
+                          const char *query, char *buf, size_t len);
 
 #endif

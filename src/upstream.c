@@ -454,10 +454,8 @@ void upstream_free(struct upstream *up)
 
 /* ---- the fetch's life ---- */
 
-/* The fetch was cancelled: stop the transfer.  Outside libcurl the handle
- * is removed at once, which closes an unfinished connection; inside, the
- * callbacks see !f->running and fail the transfer, which closes it too,
- * and the handle is removed once libcurl has returned. */
+/* The port of a socket address (and its IP as text when ip is given), or
+ * -1 for another family. */
 static int sockaddr_port_ip(const struct sockaddr_storage *a, char *ip)
 {
 	const struct sockaddr_in *in = (const struct sockaddr_in *)a;
@@ -765,7 +763,6 @@ static bool fetch_header_line(struct fetch *f, const char *line, size_t len)
 				(size_t)(line + len - v));
 }
 
-/* The head is complete: drop hop-by-hop fields, learn the framing. */
 /* The stored head as fields, for the rules in headers.c. */
 static size_t fetch_fields(const struct fetch *f, struct headers_field *out)
 {
@@ -1067,7 +1064,10 @@ static void fetch_setup(struct fetch *f, const struct fetch_request *rq)
 {
 	CURL *e = f->easy;
 
-	curl_easy_setopt(e, CURLOPT_URL, rq->url);
+	/* libcurl's URL parser percent-encodes bytes >= 0x80: it only learns
+	 * where to connect, and the target goes out as the client sent it. */
+	curl_easy_setopt(e, CURLOPT_URL, rq->origin);
+	curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, rq->target);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)f);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->lines);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, f);

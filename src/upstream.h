@@ -53,7 +53,8 @@ int fetch_head_drop(struct fetch_head *h, const char *name, size_t name_len);
 
 struct fetch_request {
 	const char *method;
-	const char *url;
+	const char *origin;          /* "http://host:port" */
+	const char *target;          /* sent byte for byte: "/path?query" */
 	const struct fetch_head *head;  /* copied: the caller keeps it */
 	int64_t body_len;            /* -1 no body, FETCH_BODY_CHUNKED, or bytes */
 	const struct config_timeouts *timeouts;

@@ -5,7 +5,7 @@
  * Binds 127.0.0.1:PORT (0 = the kernel picks), prints "listening port=N",
  * then one line per event (unless -q):
  *   t=US ev=open conn=C peer=IP:PORT
- *   t=US ev=request conn=C req=R method=M path=TARGET
+ *   t=US ev=request conn=C req=R method=M path=TARGET raw=HEX
  *   t=US ev=header conn=C req=R name=NAME value=VALUE
  *   t=US ev=headers_end conn=C req=R
  *   t=US ev=body_done conn=C req=R bytes=N
@@ -15,7 +15,8 @@
  *   t=US ev=close conn=C by=peer|self
  * t is CLOCK_MONOTONIC in microseconds.  NAME is lower-case; in VALUE and
  * TARGET, space, '%', control and non-ASCII bytes are written as %XX
- * (TARGET keeps '%' as is, it is already percent-encoded).
+ * (TARGET keeps '%' as is, it is already percent-encoded); HEX is the
+ * target's exact bytes in lower-case hex, so a re-encoding shows.
  * One thread per connection, blocking sockets, keep-alive.
  */
 #include <arpa/inet.h>
@@ -153,6 +154,23 @@ static char *encode(const char *s, bool keep_percent)
 		out[j++] = hex[ch & 15];
 	}
 	out[j] = '\0';
+	return out;
+}
+
+/* Every byte of s as two lower-case hex digits. */
+static char *hex(const char *s)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t n = strlen(s);
+	char *out = malloc(2 * n + 1);
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[(unsigned char)s[i] >> 4];
+		out[2 * i + 1] = digits[(unsigned char)s[i] & 15];
+	}
+	out[2 * n] = '\0';
 	return out;
 }
 
@@ -478,11 +496,12 @@ static bool apply_headers(struct request *r, int minor)
 /* Emit the request and header events. */
 static void emit_request(const struct conn *c, const struct request *r)
 {
-	char *target = encode(r->target, true);
+	char *target = encode(r->target, true), *raw = hex(r->target);
 
-	emit("ev=request conn=%ld req=%ld method=%s path=%s", c->id, r->id, r->method,
-	     target ? target : "-");
+	emit("ev=request conn=%ld req=%ld method=%s path=%s raw=%s", c->id, r->id,
+	     r->method, target ? target : "-", raw ? raw : "-");
 	free(target);
+	free(raw);
 	for (size_t i = 0; i < r->nh; i++) {
 		char *value = encode(r->h[i].value, false);
 
