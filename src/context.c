@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "context.h"
+#include "invariant.h"
 
 #define HEAP_NONE SIZE_MAX
 #define HEAP_MIN_CAP 16
@@ -325,6 +326,7 @@ ctx_t *ctx_ref(ctx_t *ctx)
 /* Live children hold references, so a node being freed has none. */
 static void ctx_free(ctx_t *c)
 {
+	ASSERT(c->refs == 0 && !c->child_head && !c->child_tail);
 	heap_remove(c);
 	child_unlink(c);
 	drop_watches(c);
@@ -339,6 +341,7 @@ void ctx_unref(ctx_t *ctx)
 	while (ctx) {
 		ctx_t *parent = ctx->parent;
 
+		ASSERT(ctx->refs > 0);           /* never dropped twice */
 		ctx->refs--;
 		if (ctx->refs > 0)
 			return;
@@ -352,6 +355,7 @@ void ctx_unref(ctx_t *ctx)
 /* Make c cancelled and run its watches; the caller holds a reference. */
 static void cancel_one(ctx_t *c, ctx_cause_t cause)
 {
+	ASSERT(c->cause == CTX_CAUSE_NONE);      /* the first cause wins */
 	heap_remove(c);
 	child_unlink(c);
 	c->cause = cause;

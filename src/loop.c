@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "invariant.h"
 #include "loop.h"
 
 #define LOOP_MAX_EVENTS 256
@@ -81,9 +82,16 @@ static int loop_ctl(struct loop *loop, int op, struct loop_io *io,
 	return 0;
 }
 
+/* A handler is added once and removed once: EEXIST or ENOENT from epoll
+ * means its owner lost track of it (and would free it while added). */
 int loop_add(struct loop *loop, struct loop_io *io, uint32_t events)
 {
-	return loop_ctl(loop, EPOLL_CTL_ADD, io, events);
+	int rc;
+
+	ASSERT(io->fn && io->fd >= 0);
+	rc = loop_ctl(loop, EPOLL_CTL_ADD, io, events);
+	ASSERT(rc != -EEXIST);
+	return rc;
 }
 
 int loop_mod(struct loop *loop, struct loop_io *io, uint32_t events)
@@ -93,12 +101,14 @@ int loop_mod(struct loop *loop, struct loop_io *io, uint32_t events)
 
 int loop_del(struct loop *loop, struct loop_io *io)
 {
-	int i;
+	int i, rc;
 
 	for (i = loop->batch_i + 1; i < loop->batch_n; i++)
 		if (loop->batch[i].data.ptr == io)
 			loop->batch[i].data.ptr = NULL;
-	return loop_ctl(loop, EPOLL_CTL_DEL, io, 0);
+	rc = loop_ctl(loop, EPOLL_CTL_DEL, io, 0);
+	ASSERT(rc != -ENOENT);
+	return rc;
 }
 
 int loop_run_once(struct loop *loop, int timeout_ms)
