@@ -7,7 +7,6 @@
 #include <microhttpd.h>
 
 #include "admin.h"
-#include "front.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -41,7 +40,7 @@ static enum MHD_Result admin_metrics(struct admin *a, struct MHD_Connection *c)
 
 	if (!out)
 		return MHD_NO;
-	rc = metrics_write(out, front_connections(), atomic_load(&a->draining));
+	rc = metrics_write(out, atomic_load(&a->draining));
 	fclose(out);
 	if (rc < 0) {
 		free(buf);

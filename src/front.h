@@ -1,20 +1,17 @@
-/* front.h - the client side: libmicrohttpd daemons and the request path. */
+/* front.h - the client side: libmicrohttpd daemons, client connections and configuration generations. */
 #ifndef CTXPROXY_FRONT_H
 #define CTXPROXY_FRONT_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "gen.h"
 #include "context.h"
-#include "log.h"
-#include "loop.h"
-#include "metrics.h"
-#include "route.h"
-#include "upstream.h"
 
 struct front;
+struct gen;
+struct log_buf;
+struct loop;
+struct metrics_worker;
+struct upstream;
 
 /* What a front needs from its worker; all of it outlives the front. */
 struct front_env {
@@ -29,12 +26,15 @@ struct front_env {
 };
 
 /*
- * Threading: a front and its requests live on their worker's thread; only
- * front_connections() may be read from elsewhere.
+ * Threading: a front, its connections and its requests live on their
+ * worker's thread.  The requests themselves are request.c's: the front
+ * hands them what they need (struct req_env, struct req_conn) and calls
+ * req_* from libmicrohttpd's callbacks and its hang-up watch.
  */
 
-/* Start one MHD daemon per listening socket, in external epoll mode, with
- * its epoll fd added to env->loop.  NULL on failure (logged). */
+/* Start one MHD daemon per listening socket (at most CONFIG_LISTEN_MAX,
+ * which config_load enforces), in external epoll mode, with its epoll fd
+ * added to env->loop.  NULL on failure (logged). */
 struct front *front_new(const struct front_env *env);
 
 /* Stop the daemons (resuming what is suspended first) and free what is
@@ -45,7 +45,8 @@ void front_free(struct front *fr);
  * "now" when it has work already. */
 int64_t front_next_timeout(struct front *fr);
 
-/* Let MHD do its work (read, parse, call handlers, write). */
+/* Let MHD do its work (read, parse, call handlers, write), then free the
+ * replaced configuration generations no request uses any more. */
 void front_run(struct front *fr);
 
 /* Switch to a new configuration generation (a ref is taken): requests that
@@ -54,8 +55,5 @@ int front_set_gen(struct front *fr, struct gen *g);
 
 /* Stop accepting; new requests on open connections get 503 and close. */
 void front_drain(struct front *fr);
-
-/* Client connections open on all fronts (any thread). */
-long front_connections(void);
 
 #endif

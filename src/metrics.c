@@ -57,6 +57,10 @@ static char *slot_names[METRICS_MAX_ROUTES];
 static int nslots = 1;
 static struct metrics_worker *workers[CONFIG_WORKERS_MAX];
 
+/* Changed once per connection, not per request: one shared counter is
+ * cheap enough, and the request path needs the total for max_connections. */
+static atomic_long connections;
+
 static void bump(counter_t *c, uint64_t by)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) +
@@ -331,8 +335,7 @@ static void write_histograms(FILE *out, const struct sums *s)
 		   s->prop_count);
 }
 
-static void write_gauges(FILE *out, const struct sums *s, long connections,
-			 int draining)
+static void write_gauges(FILE *out, const struct sums *s, int draining)
 {
 	family(out, "ctxproxy_inflight_requests", "gauge",
 	       "Requests being handled now.");
@@ -340,7 +343,8 @@ static void write_gauges(FILE *out, const struct sums *s, long connections,
 		(long long)(s->inflight_up - s->inflight_down));
 	family(out, "ctxproxy_client_connections", "gauge",
 	       "Client connections open now.");
-	fprintf(out, "ctxproxy_client_connections %ld\n", connections);
+	fprintf(out, "ctxproxy_client_connections %ld\n",
+		metrics_connections());
 	family(out, "ctxproxy_draining", "gauge",
 	       "1 while the daemon stops gracefully.");
 	fprintf(out, "ctxproxy_draining %d\n", draining ? 1 : 0);
@@ -350,7 +354,17 @@ static void write_gauges(FILE *out, const struct sums *s, long connections,
 		(unsigned long long)s->invalid_deadline);
 }
 
-int metrics_write(FILE *out, long connections, int draining)
+void metrics_connections_add(int delta)
+{
+	atomic_fetch_add_explicit(&connections, delta, memory_order_relaxed);
+}
+
+long metrics_connections(void)
+{
+	return atomic_load_explicit(&connections, memory_order_relaxed);
+}
+
+int metrics_write(FILE *out, int draining)
 {
 	struct sums *s = calloc(1, sizeof(*s));
 	int i;
@@ -364,7 +378,7 @@ int metrics_write(FILE *out, long connections, int draining)
 	write_requests(out, s);
 	write_histograms(out, s);
 	pthread_mutex_unlock(&reg_lock);
-	write_gauges(out, s, connections, draining);
+	write_gauges(out, s, draining);
 	free(s);
 	return ferror(out) ? -EIO : 0;
 }

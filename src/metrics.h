@@ -53,9 +53,15 @@ long metrics_inflight(const struct metrics_worker *m);
 /* A client sent an invalid deadline header (owner thread). */
 void metrics_invalid_deadline(struct metrics_worker *m);
 
+/* A client connection opened (+1) or closed (-1).  Any thread. */
+void metrics_connections_add(int delta);
+
+/* Client connections open now, on every worker.  Any thread. */
+long metrics_connections(void);
+
 /* Write the Prometheus text exposition of every worker's counters summed,
- * plus `connections` and `draining` gauges.  Any thread.  Returns 0 or
+ * plus the connections and `draining` gauges.  Any thread.  Returns 0 or
  * -errno. */
-int metrics_write(FILE *out, long connections, int draining);
+int metrics_write(FILE *out, int draining);
 
 #endif

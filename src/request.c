@@ -1,0 +1,789 @@
+/* request.c - one client request: check, route, contexts, fetch, reply, log. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include <microhttpd.h>
+
+#include "gen.h"
+#include "headers.h"
+#include "invariant.h"
+#include "log.h"
+#include "metrics.h"
+#include "request.h"
+#include "route.h"
+#include "upstream.h"
+
+#define REQ_BLOCK_SIZE (16 * 1024)
+#define REQ_TARGET_MAX 8192
+#define REQ_DEADLINE_MAX_MS (24LL * 3600 * 1000)
+#define REQ_BODY_BAD (-3)      /* a malformed Content-Length */
+#define REQ_MAX_FIELDS 128
+
+enum req_phase { PH_UPLOADING, PH_AWAITING, PH_STREAMING, PH_DONE };
+
+static const char *const phase_names[] = {
+	"uploading", "awaiting_headers", "streaming", "done",
+};
+
+struct req {
+	struct req_env *env;
+	struct req_gen *gen;              /* the generation it started under */
+	const struct config *cfg;         /* gen's config */
+	struct req *prev, *next;          /* in env->live */
+	struct MHD_Connection *conn;
+	struct req_conn *rc;              /* until the request ends */
+	int refs;
+	char *uri;                        /* raw target, owned */
+	char *path;                       /* its path part, owned */
+	const char *query;                /* in uri, after '?', or NULL */
+	const struct config_route *route;
+	ctx_t *ctx;                       /* the request context */
+	ctx_t *child;                     /* the upstream fetch's context */
+	ctx_watch_t ctx_watch;
+	struct fetch *fetch;
+	enum req_phase phase;
+	const char *cancel_phase;
+	int err_status;
+	const char *err_msg;
+	bool body_expected, suspended, responded, eof_sent;
+	int status;
+	uint64_t bytes_in, bytes_out;
+	int64_t t0;
+	char method[16];
+	char id[129];
+	char client[64];
+};
+
+/* Phases only move forward (a request never streams twice). */
+static void req_set_phase(struct req *r, enum req_phase ph)
+{
+	ASSERT(ph >= r->phase);
+	r->phase = ph;
+}
+
+/* ---- the request object ---- */
+
+static struct req *req_new(struct req_env *env, struct MHD_Connection *c)
+{
+	struct req *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->env = env;
+	r->conn = c;
+	r->refs = 1;
+	r->t0 = ctx_now_ns();
+	r->gen = env->gen;
+	r->gen->live++;
+	r->cfg = r->gen->g->cfg;
+	r->next = env->live;
+	if (env->live)
+		env->live->prev = r;
+	env->live = r;
+	metrics_inflight_add(env->metrics, 1);
+	return r;
+}
+
+static void req_unref(struct req *r)
+{
+	if (!r)
+		return;
+	ASSERT(r->refs > 0);
+	if (--r->refs > 0)
+		return;
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		r->env->live = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	ctx_unwatch(&r->ctx_watch);
+	fetch_free(r->fetch);
+	ctx_unref(r->child);
+	ctx_unref(r->ctx);
+	ASSERT(r->gen->live > 0);
+	r->gen->live--;                   /* the front frees it once replaced */
+	free(r->path);
+	free(r->uri);
+	free(r);
+}
+
+/* xorshift128+: request ids need to be unique, not secret. */
+static uint64_t req_rand(struct req_env *env)
+{
+	uint64_t s1 = env->rng[0];
+	const uint64_t s0 = env->rng[1];
+
+	env->rng[0] = s0;
+	s1 ^= s1 << 23;
+	env->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+	return env->rng[1] + s0;
+}
+
+void req_env_init(struct req_env *env)
+{
+	if (getrandom(env->rng, sizeof(env->rng), 0) != sizeof(env->rng))
+		env->rng[0] = (uint64_t)ctx_now_ns() | 1;
+}
+
+void req_new_id(struct req_env *env, char out[33])
+{
+	static const char digits[] = "0123456789abcdef";
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 32; i++) {
+		if (i % 16 == 0)
+			v = req_rand(env);
+		out[i] = digits[v >> 60];
+		v <<= 4;
+	}
+	out[32] = '\0';
+}
+
+/* snprintf(dst, cap, "%s", src) without the printf engine. */
+static void copy_trunc(char *dst, size_t cap, const char *src)
+{
+	size_t n = strnlen(src, cap - 1);
+
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static bool req_id_sane(const char *v)
+{
+	size_t n = 0;
+
+	if (!v)
+		return false;
+	for (; v[n]; n++)
+		if (v[n] <= ' ' || v[n] > '~')
+			return false;
+	return n >= 1 && n <= 128;
+}
+
+static void req_set_id(struct req *r)
+{
+	const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+						    "X-Request-Id");
+
+	if (req_id_sane(v)) {
+		copy_trunc(r->id, sizeof(r->id), v);
+		return;
+	}
+	req_new_id(r->env, r->id);
+}
+
+/* ---- suspend, resume and hang-ups ---- */
+
+/* libmicrohttpd does not watch a suspended connection: the front's
+ * hang-up watch does, and a FIN that came while the request was not
+ * suspended turns the next suspension into a cancellation instead. */
+static bool req_suspend(struct req *r)
+{
+	if (r->suspended)
+		return true;
+	if (r->rc && r->rc->peer_gone) {
+		ctx_cancel(r->ctx, CTX_CAUSE_CLIENT_DISCONNECT);
+		return false;
+	}
+	MHD_suspend_connection(r->conn);
+	r->suspended = true;
+	return true;
+}
+
+static void req_resume(struct req *r)
+{
+	if (!r->suspended)
+		return;
+	r->suspended = false;
+	MHD_resume_connection(r->conn);
+	/* 0.9.75 external mode: resuming wakes nothing; MHD must be run. */
+	r->env->need_run = true;
+}
+
+void req_on_hangup(struct req_conn *rc)
+{
+	struct req *r = rc->req;
+
+	if (r && r->suspended) {
+		ctx_cancel(r->ctx, CTX_CAUSE_CLIENT_DISCONNECT);
+		req_resume(r);
+	}
+}
+
+void req_conn_closed(struct req_conn *rc)
+{
+	if (rc->req)
+		rc->req->rc = NULL;
+	rc->req = NULL;
+}
+
+void req_cancel_all(struct req_env *env, ctx_cause_t cause)
+{
+	struct req *r;
+
+	for (r = env->live; r; r = r->next) {
+		if (r->ctx)
+			ctx_cancel(r->ctx, cause);
+		req_resume(r);
+	}
+}
+
+static void req_on_cancel(ctx_t *ctx, void *arg)
+{
+	struct req *r = arg;
+
+	(void)ctx;
+	r->cancel_phase = phase_names[r->phase];
+}
+
+/* ---- answers ---- */
+
+static enum MHD_Result req_reply(struct req *r, int status, const char *msg,
+				 bool close)
+{
+	struct MHD_Response *resp;
+	char body[128];
+	int n;
+	enum MHD_Result rc;
+
+	ASSERT(!r->responded);
+	n = snprintf(body, sizeof(body), "%s\n", msg);
+	resp = MHD_create_response_from_buffer((size_t)n, body,
+					       MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", "text/plain");
+	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	if (close)
+		MHD_add_response_header(resp, "Connection", "close");
+	rc = MHD_queue_response(r->conn, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	r->responded = true;
+	r->status = status;
+	r->bytes_out = (uint64_t)n;
+	req_set_phase(r, PH_DONE);
+	return rc;
+}
+
+static ssize_t req_read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct req *r = cls;
+	ssize_t n;
+
+	(void)pos;
+	n = fetch_recv(r->fetch, buf, max);
+	if (n > 0) {
+		r->bytes_out += (uint64_t)n;
+		return n;
+	}
+	if (n == FETCH_RECV_END)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (n == FETCH_RECV_ABORTED || ctx_is_cancelled(r->ctx) ||
+	    !req_suspend(r))
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	return 0;
+}
+
+static void req_body_free(void *cls)
+{
+	req_unref(cls);
+}
+
+static bool status_is_bodyless(int status)
+{
+	return status < 200 || status == 204 || status == 304;
+}
+
+/* When the whole body is in already (the common small response), hand it
+ * over as a buffer: MHD then sends head and body in one system call, and
+ * keeps no reader (whose 16 KiB block it would allocate and clear). */
+static struct MHD_Response *req_whole_body(struct req *r, int64_t len)
+{
+	struct MHD_Response *resp;
+	const char *body;
+	size_t have;
+
+	if (!fetch_ended(r->fetch) || !fetch_ok(r->fetch) ||
+	    strcmp(r->method, "HEAD") == 0)
+		return NULL;
+	body = fetch_peek(r->fetch, &have);
+	if (len >= 0 && (uint64_t)len != have)
+		return NULL;
+	resp = MHD_create_response_from_buffer(have, (void *)body,
+					       MHD_RESPMEM_MUST_COPY);
+	if (resp)
+		r->bytes_out = have;
+	return resp;
+}
+
+static enum MHD_Result req_reply_stream(struct req *r)
+{
+	struct MHD_Response *resp;
+	int status = fetch_status(r->fetch);
+	int64_t len = fetch_content_length(r->fetch);
+	const char *name, *value;
+	enum MHD_Result rc;
+	size_t i;
+
+	ASSERT(!r->responded);
+	if (status_is_bodyless(status))
+		len = 0;
+	resp = req_whole_body(r, len);
+	if (!resp) {
+		resp = MHD_create_response_from_callback(len >= 0 ? (uint64_t)len :
+							 MHD_SIZE_UNKNOWN,
+							 REQ_BLOCK_SIZE,
+							 req_read_body, r,
+							 req_body_free);
+		if (!resp)
+			return MHD_NO;
+		r->refs++;
+	}
+	for (i = 0; i < fetch_header_count(r->fetch); i++) {
+		fetch_header(r->fetch, i, &name, &value);
+		MHD_add_response_header(resp, name, value);
+	}
+	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	rc = MHD_queue_response(r->conn, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	r->responded = true;
+	r->status = status;
+	req_set_phase(r, PH_STREAMING);
+	return rc;
+}
+
+/* The fetch ended before a response head: say why. */
+static enum MHD_Result req_reply_failure(struct req *r)
+{
+	switch (ctx_cause(r->child)) {
+	case CTX_CAUSE_CONNECT_TIMEOUT:
+		return req_reply(r, 504, "upstream connect timeout", false);
+	case CTX_CAUSE_HEADER_TIMEOUT:
+		return req_reply(r, 504, "upstream header timeout", false);
+	case CTX_CAUSE_DEADLINE_EXCEEDED:
+		return req_reply(r, 504, "upstream timeout", false);
+	case CTX_CAUSE_SHUTDOWN:
+		return req_reply(r, 503, "shutting down", true);
+	default:
+		return req_reply(r, 502, "upstream unavailable", false);
+	}
+}
+
+/* ---- the fetch's notifications: wake the suspended connection ---- */
+
+static void req_on_fetch(void *arg)
+{
+	req_resume(arg);
+}
+
+static const struct fetch_ops req_fetch_ops = {
+	.on_head = req_on_fetch,
+	.on_body = req_on_fetch,
+	.on_upload_space = req_on_fetch,
+	.on_done = req_on_fetch,
+};
+
+/* ---- checking the head and starting the upstream fetch ---- */
+
+struct field_vec {
+	struct headers_field f[REQ_MAX_FIELDS];
+	size_t n;
+	bool overflow;
+};
+
+static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind,
+				     const char *key, size_t key_size,
+				     const char *value, size_t value_size)
+{
+	struct field_vec *v = cls;
+
+	(void)kind;
+	if (v->n == REQ_MAX_FIELDS) {
+		v->overflow = true;
+		return MHD_NO;
+	}
+	v->f[v->n].name = key ? key : "";
+	v->f[v->n].name_len = key ? key_size : 0;
+	v->f[v->n].value = value ? value : "";
+	v->f[v->n].value_len = value ? value_size : 0;
+	v->n++;
+	return MHD_YES;
+}
+
+/* The proxy's own empty fields exist to switch libcurl's defaults off. */
+static bool own_empty(const char *name, size_t len)
+{
+	return (len == 6 && strncasecmp(name, "Accept", 6) == 0) ||
+	       (len == 6 && strncasecmp(name, "Expect", 6) == 0);
+}
+
+static int head_emit(void *arg, const char *name, size_t name_len,
+		     const char *value, size_t value_len)
+{
+	if (!value_len && own_empty(name, name_len))
+		return fetch_head_drop(arg, name, name_len);
+	return fetch_head_add(arg, name, name_len, value, value_len);
+}
+
+/* The client's address without the port, for X-Forwarded-For. */
+static void req_client_ip(const struct req *r, char *ip, size_t len)
+{
+	bool v6 = r->client[0] == '[';
+	size_t n = v6 ? strcspn(r->client + 1, "]") : strcspn(r->client, ":");
+
+	snprintf(ip, len, "%.*s", (int)n, r->client + v6);
+}
+
+static int req_upstream_head(struct req *r, const struct field_vec *v,
+			     struct fetch_head *h)
+{
+	struct headers_upstream u = { 0 };
+	char ip[INET6_ADDRSTRLEN + 2];
+
+	req_client_ip(r, ip, sizeof(ip));
+	u.host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+	u.preserve_host = r->route->preserve_host;
+	u.client_ip = ip;
+	u.request_id = r->id;
+	u.deadline_header = r->cfg->deadline_header;
+	fetch_head_init(h);
+	return headers_rewrite_request(v->f, v->n, &u, head_emit, h);
+}
+
+/* A valid client deadline (1 ms .. one day) bounds the request context. */
+static ctx_t *req_new_ctx(struct req *r)
+{
+	const char *name = r->cfg->deadline_header;
+	const char *v = NULL;
+	char *end;
+	long long ms;
+
+	if (name && *name)
+		v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+	if (v && *v >= '0' && *v <= '9') {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!errno && !*end && ms > 0 && ms <= REQ_DEADLINE_MAX_MS)
+			return ctx_with_deadline(r->env->root,
+						 r->t0 + ms * 1000000,
+						 CTX_CAUSE_DEADLINE_EXCEEDED);
+	}
+	if (v)
+		metrics_invalid_deadline(r->env->metrics);
+	return ctx_with_cancel(r->env->root);
+}
+
+/* The head as MHD left it in its read buffer: from the end of the request
+ * line (method and version point into it) to the end of the head. */
+static int req_check_layout(struct req *r, const char *method,
+			    const char *version, const struct field_vec *v)
+{
+	const union MHD_ConnectionInfo *ci;
+	const char *from = version + strlen(version);
+
+	ci = MHD_get_connection_info(r->conn,
+				     MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	if (!ci || from < method || ci->header_size < (size_t)(from - method))
+		return 0;                 /* not the layout we know: skip */
+	if (r->rc && r->rc->uri_raw &&
+	    headers_check_line_layout(method, r->rc->uri_raw, strlen(r->uri),
+				      version, &r->err_msg) < 0)
+		return -EINVAL;
+	return headers_check_layout(from, method + ci->header_size, v->f, v->n,
+				    &r->err_msg);
+}
+
+/* SPEC §6: refuse what libmicrohttpd lets through, before anything goes
+ * upstream.  Returns the body length, FETCH_BODY_CHUNKED, -1 for none, or
+ * REQ_BODY_BAD with r->err_msg set. */
+static int64_t req_check_head(struct req *r, const char *method,
+			      const char *version, struct field_vec *v)
+{
+	struct headers_framing fr;
+	int rc;
+
+	v->n = 0;
+	v->overflow = false;
+	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, collect_field, v);
+	rc = headers_check_target(r->uri, &r->err_msg);
+	if (rc == 0 && v->overflow) {
+		r->err_msg = "too many header fields";
+		rc = -EINVAL;
+	}
+	if (rc == 0)
+		rc = req_check_layout(r, method, version, v);
+	if (rc == 0)
+		rc = headers_check_request(version, v->f, v->n, &fr, &r->err_msg);
+	if (rc < 0)
+		return REQ_BODY_BAD;
+	if (fr.chunked)
+		return FETCH_BODY_CHUNKED;
+	return fr.content_length;
+}
+
+/* The contexts first (the child is cancelled whenever the request is, and
+ * on its own), then the fetch under the child. */
+static int req_start_fetch(struct req *r, int64_t body_len,
+			   const struct field_vec *v)
+{
+	struct fetch_request rq = { 0 };
+	struct fetch_head head;
+	char target[REQ_TARGET_MAX];
+	int n;
+
+	n = route_upstream_target(r->route, r->path, r->query, target,
+				  sizeof(target));
+	if (n < 0)
+		return n;
+	r->ctx = req_new_ctx(r);
+	if (!r->ctx)
+		return -ENOMEM;
+	r->child = ctx_with_timeout(r->ctx, r->route->t.timeout_ms * 1000000);
+	if (!r->child)
+		return -ENOMEM;
+	ctx_watch(r->child, &r->ctx_watch, req_on_cancel, r);
+	rq.method = r->method;
+	rq.origin = r->route->upstream_origin;
+	rq.target = target;
+	n = req_upstream_head(r, v, &head);
+	if (n < 0)
+		return n;
+	rq.head = &head;
+	rq.body_len = body_len;
+	rq.timeouts = &r->route->t;
+	rq.deadline_header = r->cfg->deadline_header;
+	r->fetch = fetch_start(r->env->up, r->child, &rq, &req_fetch_ops, r);
+	return r->fetch ? 0 : -ENOMEM;
+}
+
+/* ---- the access handler, in its three stages ---- */
+
+static void req_decide_error(struct req *r, int64_t body_len)
+{
+	const struct config *cfg = r->cfg;
+	const char *host;
+
+	if (r->env->draining) {
+		r->err_status = 503;
+		r->err_msg = "shutting down";
+		return;
+	}
+	if (metrics_connections() > cfg->max_connections) {
+		r->err_status = 503;
+		r->err_msg = "too many connections";
+		return;
+	}
+	if (body_len == REQ_BODY_BAD) {
+		r->err_status = 400;
+		return;
+	}
+	if (body_len > cfg->max_body_bytes) {
+		r->err_status = 413;
+		r->err_msg = "request body too large";
+		return;
+	}
+	host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+	r->route = route_match(r->gen->g->routes, host, r->path);
+	if (!r->route) {
+		r->err_status = 404;
+		r->err_msg = "no route";
+	}
+}
+
+static bool err_closes(int status)
+{
+	return status == 400 || status == 503 || status == 413;
+}
+
+static enum MHD_Result req_begin(struct req *r, const char *method,
+				 const char *version)
+{
+	struct field_vec vec, *v = &vec;
+	int64_t body_len;
+
+	body_len = req_check_head(r, method, version, v);
+	req_decide_error(r, body_len);
+	r->body_expected = body_len > 0 || body_len == FETCH_BODY_CHUNKED;
+	if (!r->err_status && req_start_fetch(r, body_len, v) < 0) {
+		r->err_status = 502;
+		r->err_msg = "cannot start upstream request";
+	}
+	if (r->err_status) {
+		/* With a body unread (or unknown), answer now: MHD then closes. */
+		if (r->body_expected || body_len == REQ_BODY_BAD)
+			return req_reply(r, r->err_status, r->err_msg, true);
+		return MHD_YES;
+	}
+	req_set_phase(r, r->body_expected ? PH_UPLOADING : PH_AWAITING);
+	return MHD_YES;
+}
+
+/* The first call: the head is in.  Take the raw target the front kept
+ * (MHD unescapes its own copy and drops the query) and the request id. */
+static enum MHD_Result req_first(struct req *r, struct req_conn *rc,
+				 const char *method, const char *version)
+{
+	copy_trunc(r->method, sizeof(r->method), method);
+	r->uri = strdup(rc && rc->uri ? rc->uri : "/");
+	if (!r->uri)
+		return MHD_NO;
+	r->query = strchr(r->uri, '?');
+	r->path = strndup(r->uri, r->query ? (size_t)(r->query - r->uri) :
+			  strlen(r->uri));
+	if (!r->path)
+		return MHD_NO;
+	if (r->query)
+		r->query++;
+	copy_trunc(r->client, sizeof(r->client), rc ? rc->client : "-");
+	req_set_id(r);
+	r->rc = rc;
+	if (rc)
+		rc->req = r;
+	return req_begin(r, method, version);
+}
+
+static enum MHD_Result req_upload(struct req *r, const char *data,
+				  size_t *size)
+{
+	ssize_t n;
+
+	if (r->responded || !r->fetch || ctx_is_cancelled(r->ctx)) {
+		if (ctx_cause(r->ctx) == CTX_CAUSE_CLIENT_DISCONNECT)
+			return MHD_NO;
+		r->bytes_in += *size;
+		*size = 0;                /* discard: the answer is known */
+		return MHD_YES;
+	}
+	if (r->bytes_in + *size > (uint64_t)r->cfg->max_body_bytes) {
+		r->status = 413;          /* chunked body grew too big */
+		ctx_cancel(r->ctx, CTX_CAUSE_COMPLETED);
+		return MHD_NO;
+	}
+	n = fetch_send(r->fetch, data, *size);
+	if (n < 0) {
+		r->bytes_in += *size;
+		*size = 0;
+		return MHD_YES;
+	}
+	r->bytes_in += (uint64_t)n;
+	*size -= (size_t)n;
+	if (*size && !req_suspend(r))
+		return MHD_NO;
+	return MHD_YES;
+}
+
+static enum MHD_Result req_complete(struct req *r)
+{
+	if (r->responded)
+		return MHD_YES;
+	if (r->err_status)
+		return req_reply(r, r->err_status, r->err_msg,
+				 err_closes(r->err_status));
+	if (ctx_cause(r->ctx) == CTX_CAUSE_CLIENT_DISCONNECT)
+		return MHD_NO;
+	if (!r->eof_sent) {
+		r->eof_sent = true;
+		fetch_send_eof(r->fetch);
+		req_set_phase(r, PH_AWAITING);
+	}
+	if (fetch_has_head(r->fetch))
+		return req_reply_stream(r);
+	if (fetch_ended(r->fetch) || ctx_is_cancelled(r->child))
+		return req_reply_failure(r);
+	return req_suspend(r) ? MHD_YES : MHD_NO;
+}
+
+int req_access(struct req_env *env, struct req_conn *rc,
+	       struct MHD_Connection *c, const char *method,
+	       const char *version, const char *upload_data,
+	       size_t *upload_data_size, void **con_cls)
+{
+	struct req *r = *con_cls;
+
+	if (!r) {
+		r = req_new(env, c);
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		return req_first(r, rc, method, version);
+	}
+	if (*upload_data_size)
+		return req_upload(r, upload_data, upload_data_size);
+	return req_complete(r);
+}
+
+/* ---- the end: cause, log, metrics ---- */
+
+static void req_log(struct req *r)
+{
+	struct log_access a = { 0 };
+	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
+	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
+
+	/* The most telling cause: the fetch's own when it failed first. */
+	if (child != CTX_CAUSE_NONE && child != cause &&
+	    cause == CTX_CAUSE_COMPLETED)
+		cause = child;
+	a.id = r->id;
+	a.client = r->client;
+	a.method = r->method;
+	a.path = r->uri;
+	a.route = r->route ? r->route->name : NULL;
+	/* No answer went out: the client left (or was dropped) first. */
+	a.status = cause == CTX_CAUSE_CLIENT_DISCONNECT || !r->status ?
+		499 : r->status;
+	a.upstream_status = r->fetch ? fetch_status(r->fetch) : 0;
+	a.bytes_in = r->bytes_in;
+	a.bytes_out = r->bytes_out;
+	a.duration_ns = ctx_now_ns() - r->t0;
+	a.cause = ctx_cause_name(cause);
+	a.phase = r->cancel_phase && cause != CTX_CAUSE_COMPLETED ?
+		r->cancel_phase : phase_names[PH_DONE];
+	if (cause != CTX_CAUSE_COMPLETED) {
+		a.cancel_ns = r->child && ctx_is_cancelled(r->child) ?
+			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
+		a.upstream_close_ns = r->fetch ? fetch_closed_at(r->fetch) : 0;
+	}
+	log_access(r->env->log, &a);
+	metrics_request_done(r->env->metrics,
+			     r->route ? r->route->metrics_slot : 0, a.status,
+			     cause, r->fetch ? fetch_head_latency(r->fetch) : -1,
+			     a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
+			     a.upstream_close_ns - a.cancel_ns : -1);
+}
+
+/* Why the request ended: a failed fetch explains an aborted response better
+ * than the client does; otherwise an abnormal end means the client left. */
+static ctx_cause_t req_end_cause(const struct req *r, enum req_end how)
+{
+	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
+
+	if (how == REQ_END_OK)
+		return CTX_CAUSE_COMPLETED;
+	if (how == REQ_END_SHUTDOWN)
+		return CTX_CAUSE_SHUTDOWN;
+	if (child != CTX_CAUSE_NONE && child != CTX_CAUSE_COMPLETED)
+		return child;
+	return CTX_CAUSE_CLIENT_DISCONNECT;
+}
+
+void req_end(struct req *r, enum req_end how)
+{
+	if (r->rc && r->rc->req == r)
+		r->rc->req = NULL;
+	r->rc = NULL;
+	if (r->ctx)
+		ctx_cancel(r->ctx, req_end_cause(r, how));
+	if (how == REQ_END_OK && r->phase == PH_STREAMING)
+		req_set_phase(r, PH_DONE);
+	req_log(r);
+	metrics_inflight_add(r->env->metrics, -1);
+	req_unref(r);
+}
