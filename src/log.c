@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,45 +255,15 @@ void log_msg(enum log_level level, const char *msg, const char *fmt, ...)
 	write_line(STDERR_FILENO, buf, off, sizeof(buf));
 }
 
-/* The logfmt line, without its newline. */
-static size_t fmt_logfmt(char *buf, size_t len, const struct log_access *a)
-{
-	size_t off;
-
-	off = (size_t)snprintf(buf, len, "ts=");
-	off += fmt_time(buf + off, len - off);
-	appendf(buf, len, &off, " type=access");
-	append_kv(buf, len, &off, "id", a->id);
-	append_kv(buf, len, &off, "client", a->client);
-	append_kv(buf, len, &off, "method", a->method);
-	append_kv(buf, len, &off, "path", a->path);
-	append_kv(buf, len, &off, "route", a->route);
-	appendf(buf, len, &off, " status=%d upstream_status=%d bytes_in=%llu"
-		" bytes_out=%llu duration_ms=%.3f", a->status, a->upstream_status,
-		(unsigned long long)a->bytes_in,
-		(unsigned long long)a->bytes_out, (double)a->duration_ns / 1e6);
-	append_kv(buf, len, &off, "cause", a->cause);
-	append_kv(buf, len, &off, "phase", a->phase);
-	if (a->cancel_ns)
-		appendf(buf, len, &off, " cancel_us=%lld",
-			(long long)(a->cancel_ns / 1000));
-	if (a->upstream_close_ns)
-		appendf(buf, len, &off, " upstream_close_us=%lld",
-			(long long)(a->upstream_close_ns / 1000));
-	if (a->cancel_ns && a->upstream_close_ns)
-		appendf(buf, len, &off, " propagation_us=%lld",
-			(long long)((a->upstream_close_ns - a->cancel_ns) / 1000));
-	return off;
-}
-
-/* A JSON string value: quotes, escapes, control bytes as \u00XX. */
-static void json_str(char *buf, size_t len, size_t *off, const char *key,
-		     const char *v)
+/* Append v as a JSON string: quotes and backslashes escaped, control bytes
+ * and bytes >= 0x7f as \u00XX, so any target (UTF-8 or not) leaves the line
+ * valid JSON. */
+static void json_value(char *buf, size_t len, size_t *off, const char *v)
 {
 	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)(v ? v : "-");
+	const unsigned char *p = (const unsigned char *)v;
 
-	appendf(buf, len, off, ",\"%s\":\"", key);
+	put_char(buf, len, off, '"');
 	for (; *p; p++) {
 		if (*p == '"' || *p == '\\') {
 			put_char(buf, len, off, '\\');
@@ -307,35 +278,217 @@ static void json_str(char *buf, size_t len, size_t *off, const char *key,
 	put_char(buf, len, off, '"');
 }
 
-static size_t fmt_json(char *buf, size_t len, const struct log_access *a)
+/* What the access-log formats differ in: the punctuation around the line
+ * and its keys, and how a string value is quoted.  Numbers print the same
+ * in both. */
+struct access_format {
+	const char *open, *close;         /* around the line */
+	const char *sep;                  /* before every key but the first */
+	const char *key_open, *key_close; /* around a key */
+	void (*str)(char *buf, size_t len, size_t *off, const char *value);
+};
+
+static const struct access_format logfmt_format = {
+	.open = "", .close = "", .sep = " ",
+	.key_open = "", .key_close = "=", .str = log_fmt_value,
+};
+
+static const struct access_format json_format = {
+	.open = "{", .close = "}", .sep = ",",
+	.key_open = "\"", .key_close = "\":", .str = json_value,
+};
+
+/* How a field's member of struct log_access is read and printed. */
+enum field_kind {
+	KIND_STR,         /* const char *, NULL printed as "-" */
+	KIND_INT,         /* int */
+	KIND_U64,         /* uint64_t */
+	KIND_MS,          /* int64_t ns, printed as ms with 3 decimals */
+	KIND_US,          /* int64_t ns, printed as whole us */
+	KIND_SPAN_US,     /* int64_t ns from member off to member off2, as us */
+};
+
+/* One access-log field after ts and type: a new field is one row in
+ * access_fields (and its member in struct log_access). */
+struct access_field {
+	const char *key;
+	enum field_kind kind;
+	size_t off;       /* the member's offset in struct log_access */
+	size_t off2;      /* KIND_SPAN_US: the later time's member */
+	bool optional;    /* left out while its member (a span's either) is 0 */
+};
+
+/* offsetof(struct log_access, m), which fails to build unless m is a t:
+ * comparing distinct pointer types is an error under -Werror, so a row's
+ * kind can't disagree with its member's type and read it wrongly. */
+#define MEMBER(m, t) (offsetof(struct log_access, m) + \
+	0 * sizeof((t *)0 == &((struct log_access *)0)->m))
+
+#define STR_FIELD(m) .kind = KIND_STR, .off = MEMBER(m, const char *)
+#define INT_FIELD(m) .kind = KIND_INT, .off = MEMBER(m, int)
+#define U64_FIELD(m) .kind = KIND_U64, .off = MEMBER(m, uint64_t)
+#define MS_FIELD(m) .kind = KIND_MS, .off = MEMBER(m, int64_t)
+#define US_FIELD(m) .kind = KIND_US, .off = MEMBER(m, int64_t)
+#define SPAN_US_FIELD(from, to) .kind = KIND_SPAN_US, \
+	.off = MEMBER(from, int64_t), .off2 = MEMBER(to, int64_t)
+
+/* The access line's fields, in the order they are printed. */
+static const struct access_field access_fields[] = {
+	{ "id", STR_FIELD(id) },
+	{ "client", STR_FIELD(client) },
+	{ "method", STR_FIELD(method) },
+	{ "path", STR_FIELD(path) },
+	{ "route", STR_FIELD(route) },
+	{ "status", INT_FIELD(status) },
+	{ "upstream_status", INT_FIELD(upstream_status) },
+	{ "bytes_in", U64_FIELD(bytes_in) },
+	{ "bytes_out", U64_FIELD(bytes_out) },
+	{ "duration_ms", MS_FIELD(duration_ns) },
+	{ "cause", STR_FIELD(cause) },
+	{ "phase", STR_FIELD(phase) },
+	{ "cancel_us", US_FIELD(cancel_ns), .optional = true },
+	{ "upstream_close_us", US_FIELD(upstream_close_ns), .optional = true },
+	{ "propagation_us", SPAN_US_FIELD(cancel_ns, upstream_close_ns),
+	  .optional = true },
+};
+
+/* The member of a at off, as the field's kind says it is. */
+static const char *get_str(const struct log_access *a, size_t off)
 {
+	return *(const char *const *)((const char *)a + off);
+}
+
+static int get_int(const struct log_access *a, size_t off)
+{
+	return *(const int *)((const char *)a + off);
+}
+
+static uint64_t get_u64(const struct log_access *a, size_t off)
+{
+	return *(const uint64_t *)((const char *)a + off);
+}
+
+static int64_t get_i64(const struct log_access *a, size_t off)
+{
+	return *(const int64_t *)((const char *)a + off);
+}
+
+/* Whether f goes into a's line. */
+static bool field_present(const struct access_field *f,
+			  const struct log_access *a)
+{
+	if (!f->optional)
+		return true;
+	switch (f->kind) {
+	case KIND_STR:
+		return get_str(a, f->off) != NULL;
+	case KIND_INT:
+		return get_int(a, f->off) != 0;
+	case KIND_U64:
+		return get_u64(a, f->off) != 0;
+	case KIND_MS:
+	case KIND_US:
+		return get_i64(a, f->off) != 0;
+	case KIND_SPAN_US:
+		return get_i64(a, f->off) != 0 && get_i64(a, f->off2) != 0;
+	}
+	return true;
+}
+
+/* An access line being built: buf[len], off of it used. */
+struct access_line {
+	char *buf;
+	size_t len, off;
+	const struct access_format *fmt;
+	bool keyed;       /* a key is out, so the next one needs fmt->sep */
+};
+
+/* Append s as is, truncated silently at len as appendf does.  Not through
+ * appendf: a vsnprintf per key made the access line twice as slow. */
+static void append_raw(char *buf, size_t len, size_t *off, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (*off >= len - 1)
+		return;
+	if (n > len - 1 - *off)
+		n = len - 1 - *off;
+	memcpy(buf + *off, s, n);
+	*off += n;
+	buf[*off] = '\0';
+}
+
+static void put_key(struct access_line *l, const char *key)
+{
+	if (l->keyed)
+		append_raw(l->buf, l->len, &l->off, l->fmt->sep);
+	append_raw(l->buf, l->len, &l->off, l->fmt->key_open);
+	append_raw(l->buf, l->len, &l->off, key);
+	append_raw(l->buf, l->len, &l->off, l->fmt->key_close);
+	l->keyed = true;
+}
+
+/* Append v as a string value of the line's format, NULL as "-". */
+static void put_string(struct access_line *l, const char *v)
+{
+	l->fmt->str(l->buf, l->len, &l->off, v ? v : "-");
+}
+
+/* Append f, read from a: its key, then its value as its kind prints it. */
+static void put_field(struct access_line *l, const struct access_field *f,
+		      const struct log_access *a)
+{
+	char *buf = l->buf;
+	size_t len = l->len;
+
+	put_key(l, f->key);
+	switch (f->kind) {
+	case KIND_STR:
+		put_string(l, get_str(a, f->off));
+		break;
+	case KIND_INT:
+		appendf(buf, len, &l->off, "%d", get_int(a, f->off));
+		break;
+	case KIND_U64:
+		appendf(buf, len, &l->off, "%llu",
+			(unsigned long long)get_u64(a, f->off));
+		break;
+	case KIND_MS:
+		appendf(buf, len, &l->off, "%.3f",
+			(double)get_i64(a, f->off) / 1e6);
+		break;
+	case KIND_US:
+		appendf(buf, len, &l->off, "%lld",
+			(long long)(get_i64(a, f->off) / 1000));
+		break;
+	case KIND_SPAN_US:
+		appendf(buf, len, &l->off, "%lld", (long long)
+			((get_i64(a, f->off2) - get_i64(a, f->off)) / 1000));
+		break;
+	}
+}
+
+/* a's access line in fmt, without its newline; truncated silently at len.
+ * ts and type, from the clock and a constant, head every line; neither
+ * needs quoting or escaping. */
+static size_t fmt_access(char *buf, size_t len, const struct log_access *a,
+			 const struct access_format *fmt)
+{
+	struct access_line l = { .buf = buf, .len = len, .fmt = fmt };
 	char ts[40];
-	size_t off;
+	size_t i;
 
 	fmt_time(ts, sizeof(ts));
-	off = (size_t)snprintf(buf, len, "{\"ts\":\"%s\",\"type\":\"access\"", ts);
-	json_str(buf, len, &off, "id", a->id);
-	json_str(buf, len, &off, "client", a->client);
-	json_str(buf, len, &off, "method", a->method);
-	json_str(buf, len, &off, "path", a->path);
-	json_str(buf, len, &off, "route", a->route);
-	appendf(buf, len, &off, ",\"status\":%d,\"upstream_status\":%d,"
-		"\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f",
-		a->status, a->upstream_status, (unsigned long long)a->bytes_in,
-		(unsigned long long)a->bytes_out, (double)a->duration_ns / 1e6);
-	json_str(buf, len, &off, "cause", a->cause);
-	json_str(buf, len, &off, "phase", a->phase);
-	if (a->cancel_ns)
-		appendf(buf, len, &off, ",\"cancel_us\":%lld",
-			(long long)(a->cancel_ns / 1000));
-	if (a->upstream_close_ns)
-		appendf(buf, len, &off, ",\"upstream_close_us\":%lld",
-			(long long)(a->upstream_close_ns / 1000));
-	if (a->cancel_ns && a->upstream_close_ns)
-		appendf(buf, len, &off, ",\"propagation_us\":%lld",
-			(long long)((a->upstream_close_ns - a->cancel_ns) / 1000));
-	put_char(buf, len, &off, '}');
-	return off;
+	append_raw(buf, len, &l.off, fmt->open);
+	put_key(&l, "ts");
+	put_string(&l, ts);
+	put_key(&l, "type");
+	put_string(&l, "access");
+	for (i = 0; i < sizeof(access_fields) / sizeof(access_fields[0]); i++)
+		if (field_present(&access_fields[i], a))
+			put_field(&l, &access_fields[i], a);
+	append_raw(buf, len, &l.off, fmt->close);
+	return l.off;
 }
 
 /* A target longer than LOG_PATH_MAX is logged cut, so that even fully
@@ -360,10 +513,9 @@ void log_access(struct log_buf *b, const struct log_access *a_in)
 
 	if (!atomic_load_explicit(&access_on, memory_order_acquire))
 		return;
-	if (atomic_load_explicit(&access_json, memory_order_relaxed))
-		n = fmt_json(line, sizeof(line) - 1, a);
-	else
-		n = fmt_logfmt(line, sizeof(line) - 1, a);
+	n = fmt_access(line, sizeof(line) - 1, a,
+		       atomic_load_explicit(&access_json, memory_order_relaxed) ?
+		       &json_format : &logfmt_format);
 	line[n++] = '\n';
 	if (!b) {
 		write_all(access_fd, line, n);
