@@ -32,7 +32,11 @@ TEST_PROGS := $(B)/tests/backend
 
 .PHONY: all check check-valgrind unit demo install clean bench deps
 
-all: deps $(B)/ctxproxy
+# Plain `make` only compiles: no package queries. The targets that need more
+# than a compiler (check, check-valgrind, demo, bench, fuzz) run scripts/deps.sh
+# first, which installs what is missing (as root) or says how; `make deps`
+# does the same for the build alone.
+all: $(B)/ctxproxy
 
 deps:
 	@scripts/deps.sh build
