@@ -17,8 +17,23 @@ ifneq ($(SANITIZE),)
 BASE_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 SAN_LDFLAGS := -fsanitize=$(SANITIZE)
 endif
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+# pkg-config runs only when a recipe that compiles or links is expanded (so
+# `make clean` or `make install` of a built tree never needs the libraries),
+# and at most once per query per make invocation: each variable below replaces
+# itself with its value the first time it is expanded. A missing module stops
+# make with one message naming it, before any compiler runs.
+pkg_probe_sh = if ! command -v pkg-config >/dev/null 2>&1; then echo pkg-config; \
+	elif ! pkg-config --exists $(PKGS); then \
+	for m in $(PKGS); do pkg-config --exists "$$m" || echo "$$m"; done; fi
+PKG_MISSING = $(eval PKG_MISSING := $$(strip $$(shell $$(pkg_probe_sh))))$(PKG_MISSING)
+PKG_INSTALL_HINT := to install: scripts/deps.sh build, as root (as a user it \
+	prints the apt-get line)
+pkg_check = $(if $(PKG_MISSING),$(if $(filter pkg-config,$(PKG_MISSING)),\
+	$(error pkg-config is not installed; $(PKG_INSTALL_HINT)),\
+	$(error missing pkg-config module(s): $(PKG_MISSING); $(PKG_INSTALL_HINT))))
+PKG_CFLAGS = $(pkg_check)$(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS = $(pkg_check)$(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
 ALL_CFLAGS = $(BASE_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN_LDFLAGS) $(LDFLAGS)
 
