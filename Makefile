@@ -40,7 +40,6 @@ ALL_LDFLAGS = -pthread $(SAN_LDFLAGS) $(LDFLAGS)
 B := build
 SRCS := $(wildcard src/*.c)
 OBJS := $(SRCS:src/%.c=$(B)/obj/%.o)
-LIB_OBJS := $(filter-out $(B)/obj/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 TEST_PROGS := $(B)/tests/backend
@@ -71,8 +70,42 @@ $(B)/obj/%.o: src/%.c $(wildcard src/*.h) $(FLAGS_STAMP) | $(B)/obj
 $(B)/ctxproxy: $(OBJS)
 	$(CC) -o $@ $(OBJS) $(ALL_LDFLAGS) $(PKG_LIBS)
 
-$(B)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS) $(FLAGS_STAMP) | $(B)/tests
-	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(PKG_LIBS) -lcmocka
+# Each unit test links only the src/ objects it names, so a link that succeeds
+# proves the layering (test_context links context.o alone: contexts know no
+# HTTP), and only the pkg-config modules in TEST_PKGS_name (default: all of
+# PKGS). A new tests/unit/test_NAME.c needs a TEST_OBJS_NAME line: without one
+# its build stops with a message asking for it (no silent default to every
+# object, which would prove nothing).
+TEST_OBJS_context := context
+TEST_PKGS_context :=
+TEST_OBJS_loop := loop
+TEST_PKGS_loop :=
+TEST_OBJS_headers := headers
+TEST_PKGS_headers :=
+TEST_OBJS_route := route config
+TEST_PKGS_route := libconfig
+# headers: config.c is about to use headers_is_token().
+TEST_OBJS_config := config headers
+TEST_PKGS_config := libconfig
+TEST_OBJS_upstream := upstream context loop headers log
+TEST_PKGS_upstream := libcurl
+TEST_OBJS_log := log
+
+# $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
+test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
+	tests/unit/test_$(1).c has no object list: add a line \
+	"TEST_OBJS_$(1) := <the src/ modules it needs>" to the Makefile),\
+	$(strip $(TEST_OBJS_$(1):%=$(B)/obj/%.o)))
+test_libs = $(foreach m,$(if $(filter undefined,$(origin TEST_PKGS_$(1))),\
+	$(PKGS),$(TEST_PKGS_$(1))),$(call pkg_libs_of,$(m)))
+# $(call pkg_libs_of,MODULE): its link flags, one pkg-config run per module.
+pkg_libs_of = $(pkg_check)$(if $(filter undefined,$(origin PKG_LIBS.$(1))),\
+	$(eval PKG_LIBS.$(1) := $$(shell pkg-config --libs $(1))))$(PKG_LIBS.$(1))
+
+.SECONDEXPANSION:
+$(B)/tests/test_%: tests/unit/test_%.c $$(call test_objs,$$*) $(FLAGS_STAMP) | $(B)/tests
+	$(CC) -Isrc $(ALL_CFLAGS) -o $@ $< $(call test_objs,$*) $(ALL_LDFLAGS) \
+		$(call test_libs,$*) -lcmocka
 
 $(B)/tests/%: tests/%.c $(FLAGS_STAMP) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
