@@ -13,8 +13,10 @@ SANITIZE ?=
 PKGS := libmicrohttpd libcurl libconfig libsystemd
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 BASE_CFLAGS := -std=gnu11 -O2 -g -D_GNU_SOURCE $(WARN) -pthread
+# SANITIZE=address,undefined: the sanitizers at compile and link time, and
+# the internal assertions (src/assert.h) compiled in.
 ifneq ($(SANITIZE),)
-BASE_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+BASE_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -DCTXPROXY_ASSERTS
 SAN_LDFLAGS := -fsanitize=$(SANITIZE)
 endif
 
