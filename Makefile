@@ -84,7 +84,7 @@ TEST_OBJS_loop := loop
 TEST_PKGS_loop :=
 TEST_OBJS_headers := headers
 TEST_PKGS_headers :=
-TEST_OBJS_route := route config
+TEST_OBJS_route := route config headers
 TEST_PKGS_route := libconfig
 # headers: config.c is about to use headers_is_token().
 TEST_OBJS_config := config headers
