@@ -21,10 +21,9 @@ bool headers_hop_by_hop(const char *name)
 	return field_is_hop(&f);
 }
 
-/* The one comma-list scanner: does the token list [v, v + n) (a
- * Connection value) hold name, case-insensitively? */
-static bool list_has(const char *v, size_t n, const char *name,
-		     size_t name_len)
+/* The one comma-list scanner (contract in headers.h). */
+bool headers_list_has_n(const char *v, size_t n, const char *name,
+			size_t name_len)
 {
 	size_t i = 0, tok;
 
@@ -43,7 +42,8 @@ static bool list_has(const char *v, size_t n, const char *name,
 
 bool headers_list_has(const char *list, const char *name)
 {
-	return list && list_has(list, strlen(list), name, strlen(name));
+	return list && headers_list_has_n(list, strlen(list), name,
+					  strlen(name));
 }
 
 bool headers_is_token(const char *s, size_t n)
@@ -301,8 +301,8 @@ static bool field_named_in(const struct headers_field *f,
 
 	for (i = 0; i < n; i++)
 		if (name_is(&in[i], "connection") &&
-		    list_has(in[i].value, in[i].value_len, f->name,
-			     f->name_len))
+		    headers_list_has_n(in[i].value, in[i].value_len, f->name,
+				       f->name_len))
 			return true;
 	return false;
 }

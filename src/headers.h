@@ -16,6 +16,12 @@ bool headers_hop_by_hop(const char *name);
  * NULL for none) names `name`, case-insensitively. */
 bool headers_list_has(const char *list, const char *name);
 
+/* The same for a list and a name given by length (not NUL-ended, as the
+ * fields of a parsed head are): elements are split at commas, SP and
+ * HTAB, and compared case-insensitively. */
+bool headers_list_has_n(const char *list, size_t list_len, const char *name,
+			size_t name_len);
+
 /* True for the fields the proxy writes or strips itself in an upstream
  * request: the hop-by-hop set above, Host, Expect, X-Request-Id,
  * X-Forwarded-For/-Proto/-Host and Via.  Case-insensitive. */

@@ -163,6 +163,24 @@ static void test_list_has(void **state)
 	}
 }
 
+/* The lengths bound the scan: bytes past them (here a NUL and more list)
+ * are not read, and a name with a NUL inside compares whole. */
+static void test_list_has_n(void **state)
+{
+	static const char list[] = "keep-alive, close\0, upgrade";
+
+	(void)state;
+	assert_true(headers_list_has_n(list, 17, "close", 5));
+	assert_true(headers_list_has_n(list, 17, "KEEP-ALIVE", 10));
+	assert_false(headers_list_has_n(list, 16, "close", 5));
+	assert_false(headers_list_has_n(list, 17, "upgrade", 7));
+	assert_true(headers_list_has_n(list, sizeof(list) - 1, "upgrade", 7));
+	assert_false(headers_list_has_n(list, 17, "close\0x", 7));
+	assert_false(headers_list_has_n(list, 17, "clos", 4));
+	assert_false(headers_list_has_n("", 0, "close", 5));
+	assert_false(headers_list_has_n(list, 0, "keep-alive", 10));
+}
+
 /* ---- headers_check_request ---- */
 
 struct req_case {
@@ -1266,6 +1284,7 @@ int main(void)
 		cmocka_unit_test(test_is_token),
 		cmocka_unit_test(test_hop_by_hop),
 		cmocka_unit_test(test_list_has),
+		cmocka_unit_test(test_list_has_n),
 		cmocka_unit_test(test_check_request_valid),
 		cmocka_unit_test(test_check_request_bad_names),
 		cmocka_unit_test(test_check_request_bad_values),
