@@ -80,7 +80,10 @@ struct h1_body {
  * close.  A body until close clears h->keep_alive.  Refuses (-EINVAL,
  * *why) what a proxy must not guess at: Content-Length together with
  * Transfer-Encoding, Content-Lengths that differ or are not plain digits
- * (or overflow), Transfer-Encoding in an HTTP/1.0 response. */
+ * (or exceed 2^62; a list of equal values "5, 5" is one length),
+ * Transfer-Encoding in an HTTP/1.0 response, or one with no coding, a
+ * coding that is not a token, or "chunked" with parameters.  These checks
+ * hold for every response, also those without a body. */
 int h1_body_init(struct h1_body *b, struct h1_head *h, bool head_request,
 		 const char **why);
 
@@ -92,7 +95,9 @@ int h1_body_init(struct h1_body *b, struct h1_head *h, bool head_request,
  * size line), trailer fields read and dropped (at most H1_HEAD_MAX
  * bytes); a malformed size line or missing CRLF after the data is -EINVAL
  * with *why set.  Any split of the input across calls gives the same
- * payload and result. */
+ * payload and result.  On -EINVAL *out_len still counts the payload
+ * written before the fault (to be thrown away with the response), and
+ * every later call fails too. */
 ssize_t h1_body_decode(struct h1_body *b, const char *in, size_t len,
 		       char *out, size_t *out_len, const char **why);
 
@@ -103,7 +108,9 @@ int h1_body_eof(struct h1_body *b);
 /* ---- request heads ---- */
 
 /* A request head being written into a caller's buffer: each call appends
- * or, when it does not fit, sets `full` and leaves len as it was. */
+ * or, when it does not fit, sets `full` and leaves len as it was.  Once
+ * full, no later call appends (not even a line that would fit), so the
+ * buffer never holds a head with a line missing from its middle. */
 struct h1_writer {
 	char *buf;
 	size_t cap, len;
@@ -125,9 +132,11 @@ void h1_put_field_u64(struct h1_writer *w, const char *name, size_t name_len,
 /* The empty line that ends the head. */
 void h1_put_end(struct h1_writer *w);
 
-/* The size line of a request-body chunk of n bytes ("%x CRLF", n > 0) or
- * the last chunk ("0 CRLF CRLF", n == 0) into buf (at least
- * H1_CHUNK_LINE_MAX bytes).  Returns its length. */
+/* The size line of a request-body chunk of n bytes ("%x CRLF", n > 0:
+ * lowercase hex, no leading zeros) or the last chunk with an empty
+ * trailer section ("0 CRLF CRLF", n == 0) into buf (at least
+ * H1_CHUNK_LINE_MAX bytes).  Returns its length.  The CRLF that follows
+ * each chunk's data is the caller's to write. */
 #define H1_CHUNK_LINE_MAX 24
 size_t h1_chunk_line(char *buf, uint64_t n);
 
