@@ -89,9 +89,9 @@ TEST_PKGS_route := libconfig
 # headers: config.c is about to use headers_is_token().
 TEST_OBJS_config := config headers
 TEST_PKGS_config := libconfig
-TEST_OBJS_upstream := upstream context loop headers log
-TEST_PKGS_upstream := libcurl
 TEST_OBJS_log := log
+TEST_OBJS_h1 := h1 headers
+TEST_PKGS_h1 :=
 TEST_PKGS_log :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.

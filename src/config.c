@@ -427,6 +427,11 @@ static const char *split_upstream(const char *url, struct config_route *r)
 	r->upstream_base = strndup(path, plen);
 	if (!r->upstream_origin || !r->upstream_base)
 		return "out of memory";
+	/* As a client writes Host: the port only when it is not 80. */
+	r->upstream_host = port == 80 ? strndup(r->upstream_origin + 7, hlen) :
+		strdup(r->upstream_origin + 7);
+	if (!r->upstream_host)
+		return "out of memory";
 	return NULL;
 }
 
@@ -502,6 +507,10 @@ static const struct key top_keys[] = {
 	    check_log_format, false),
 	TOP("deadline_header", KEY_STRING, deadline_header, 0, 0,
 	    check_deadline_header, false),
+	TOP("upstream_keepalive", KEY_INT, upstream_keepalive, 0,
+	    CONFIG_KEEPALIVE_MAX, NULL, false),
+	TOP("upstream_keepalive_timeout_ms", KEY_INT64,
+	    upstream_keepalive_timeout_ms, 1, TIMEOUT_MAX_MS, NULL, false),
 	TOP("defaults", KEY_CUSTOM, defaults, 0, 0, parse_defaults, false),
 	TOP("routes", KEY_CUSTOM, routes, 0, 0, remember_routes, true),
 };
@@ -938,6 +947,8 @@ static struct config *config_new(const char *name)
 	cfg->client_idle_timeout_ms = 60000;
 	cfg->max_body_bytes = 104857600;
 	cfg->shutdown_grace_ms = 10000;
+	cfg->upstream_keepalive = 64;
+	cfg->upstream_keepalive_timeout_ms = 60000;
 	cfg->defaults.connect_timeout_ms = 1000;
 	cfg->defaults.timeout_ms = 30000;
 	cfg->path = strdup(name);
@@ -1026,6 +1037,7 @@ static void route_free_fields(struct config_route *r)
 	free(r->upstream);
 	free(r->upstream_origin);
 	free(r->upstream_base);
+	free(r->upstream_host);
 }
 
 void config_free(struct config *cfg)

@@ -10,6 +10,7 @@
  * of the daemon may size its tables by them. */
 #define CONFIG_LISTEN_MAX 16      /* listen addresses (one daemon each per worker) */
 #define CONFIG_WORKERS_MAX 256    /* worker threads */
+#define CONFIG_KEEPALIVE_MAX 100000 /* idle upstream connections per server */
 
 /* Per-route timeouts in milliseconds; `defaults` fills what a route omits. */
 struct config_timeouts {
@@ -34,6 +35,7 @@ struct config_route {
 	char *upstream;         /* as written */
 	char *upstream_origin;  /* "http://host:port", no trailing slash */
 	char *upstream_base;    /* "" or "/base" (never a trailing slash) */
+	char *upstream_host;    /* "host[:port]" for the Host field (no :80) */
 	bool strip_prefix;      /* default false */
 	bool preserve_host;     /* default true */
 	struct config_timeouts t;
@@ -55,6 +57,9 @@ struct config {
 	char *access_log;               /* "-" (stderr), "off" or a path */
 	char *access_log_format;        /* "logfmt" or "json" */
 	char *deadline_header;          /* "" disables; default X-Request-Timeout-Ms */
+	int upstream_keepalive;         /* idle connections kept per worker and
+					   upstream server; default 64, 0 = none */
+	int64_t upstream_keepalive_timeout_ms; /* default 60000 */
 	struct config_timeouts defaults;
 	struct config_route *routes;
 	size_t nroutes;

@@ -310,6 +310,7 @@ int h1_body_init(struct h1_body *b, struct h1_head *h, bool head_request,
 		return fail(why, "empty transfer-encoding");
 	if (has_te && h->minor == 0)
 		return fail(why, "transfer-encoding in HTTP/1.0");
+	b->length = has_len ? (int64_t)len : -1;
 	if (head_request || h->status < 200 || h->status == 204 ||
 	    h->status == 304) {
 		b->framing = H1_NO_BODY;

@@ -66,6 +66,8 @@ enum h1_framing {
 /* The body decoder's state: plain data, embeddable (no allocation). */
 struct h1_body {
 	enum h1_framing framing;
+	int64_t length;                  /* the Content-Length announced, also
+					    for HEAD and 304; -1 for none */
 	uint64_t left;                   /* bytes of the length or chunk left */
 	int state;                       /* private: where in the chunking */
 	size_t line;                     /* private: bytes of a size line or

@@ -372,17 +372,15 @@ static int emit_xff(const struct headers_field *in, size_t n,
 }
 
 static int emit_own(const struct headers_field *in, size_t n,
-		    const struct headers_upstream *u, bool accept_seen,
-		    headers_emit_fn emit, void *arg)
+		    const struct headers_upstream *u, headers_emit_fn emit,
+		    void *arg)
 {
+	const char *host = u->host && u->preserve_host ? u->host :
+		u->upstream_host;
 	int rc = 0;
 
-	if (!accept_seen)
-		rc = emit_str(emit, arg, "Accept", "");
-	if (!rc)
-		rc = emit_str(emit, arg, "Expect", "");
-	if (!rc && u->host && u->preserve_host)
-		rc = emit_str(emit, arg, "Host", u->host);
+	if (host)
+		rc = emit_str(emit, arg, "Host", host);
 	if (!rc)
 		rc = emit_str(emit, arg, "X-Request-Id", u->request_id);
 	if (!rc)
@@ -400,21 +398,18 @@ int headers_rewrite_request(const struct headers_field *in, size_t n,
 			    const struct headers_upstream *u,
 			    headers_emit_fn emit, void *arg)
 {
-	bool accept_seen = false;
 	size_t i;
 	int rc;
 
 	for (i = 0; i < n; i++) {
 		if (!field_forwarded(&in[i], u, in, n))
 			continue;
-		if (name_is(&in[i], "accept"))
-			accept_seen = true;
 		rc = emit(arg, in[i].name, in[i].name_len, in[i].value,
 			  in[i].value_len);
 		if (rc < 0)
 			return rc;
 	}
-	return emit_own(in, n, u, accept_seen, emit, arg);
+	return emit_own(in, n, u, emit, arg);
 }
 
 bool headers_keep_response(const char *name, const char *connection)

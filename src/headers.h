@@ -85,6 +85,7 @@ int headers_check_line_layout(const char *method, const char *target,
 struct headers_upstream {
 	const char *host;            /* the client's Host, NULL when none */
 	bool preserve_host;          /* send the client's Host upstream */
+	const char *upstream_host;   /* Host otherwise: the upstream's host[:port] */
 	const char *client_ip;       /* appended to X-Forwarded-For */
 	const char *request_id;      /* X-Request-Id */
 	const char *deadline_header; /* the client's copy is dropped; "" = none */
@@ -97,11 +98,11 @@ typedef int (*headers_emit_fn)(void *arg, const char *name, size_t name_len,
 /* Emit the upstream request's fields: the client's end-to-end fields, in
  * order, without the hop-by-hop ones, those its Connection names, the
  * framing, Expect, Host, the deadline header and everything the proxy sets
- * itself; then the proxy's own: Host (when preserved), X-Request-Id,
- * X-Forwarded-For (the client's list joined, then client_ip),
- * X-Forwarded-Proto, X-Forwarded-Host and Via.  An empty "Expect" is
- * always emitted, and an empty "Accept" when the client sent none, so
- * libcurl adds neither.  Returns 0 or the first negative value emit returned. */
+ * itself; then the proxy's own: Host (the client's when preserved and
+ * present, else upstream_host), X-Request-Id, X-Forwarded-For (the
+ * client's list joined, then client_ip), X-Forwarded-Proto,
+ * X-Forwarded-Host and Via.  Returns 0 or the first negative value emit
+ * returned. */
 int headers_rewrite_request(const struct headers_field *in, size_t n,
 			    const struct headers_upstream *u,
 			    headers_emit_fn emit, void *arg);

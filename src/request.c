@@ -9,6 +9,7 @@
 
 #include <microhttpd.h>
 
+#include "fetch.h"
 #include "gen.h"
 #include "headers.h"
 #include "invariant.h"
@@ -16,7 +17,6 @@
 #include "metrics.h"
 #include "request.h"
 #include "route.h"
-#include "upstream.h"
 
 #define REQ_BLOCK_SIZE (16 * 1024)
 #define REQ_TARGET_MAX 8192
@@ -417,18 +417,9 @@ static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind,
 	return MHD_YES;
 }
 
-/* The proxy's own empty fields exist to switch libcurl's defaults off. */
-static bool own_empty(const char *name, size_t len)
-{
-	return (len == 6 && strncasecmp(name, "Accept", 6) == 0) ||
-	       (len == 6 && strncasecmp(name, "Expect", 6) == 0);
-}
-
 static int head_emit(void *arg, const char *name, size_t name_len,
 		     const char *value, size_t value_len)
 {
-	if (!value_len && own_empty(name, name_len))
-		return fetch_head_drop(arg, name, name_len);
 	return fetch_head_add(arg, name, name_len, value, value_len);
 }
 
@@ -441,8 +432,7 @@ static void req_client_ip(const struct req *r, char *ip, size_t len)
 	snprintf(ip, len, "%.*s", (int)n, r->client + v6);
 }
 
-static int req_upstream_head(struct req *r, const struct field_vec *v,
-			     struct fetch_head *h)
+static int req_upstream_head(struct req *r, const struct field_vec *v)
 {
 	struct headers_upstream u = { 0 };
 	char ip[INET6_ADDRSTRLEN + 2];
@@ -450,11 +440,11 @@ static int req_upstream_head(struct req *r, const struct field_vec *v,
 	req_client_ip(r, ip, sizeof(ip));
 	u.host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
 	u.preserve_host = r->route->preserve_host;
+	u.upstream_host = r->route->upstream_host;
 	u.client_ip = ip;
 	u.request_id = r->id;
 	u.deadline_header = r->cfg->deadline_header;
-	fetch_head_init(h);
-	return headers_rewrite_request(v->f, v->n, &u, head_emit, h);
+	return headers_rewrite_request(v->f, v->n, &u, head_emit, r->fetch);
 }
 
 /* A valid client deadline (1 ms .. one day) bounds the request context. */
@@ -529,12 +519,11 @@ static int64_t req_check_head(struct req *r, const char *method,
 }
 
 /* The contexts first (the child is cancelled whenever the request is, and
- * on its own), then the fetch under the child. */
+ * on its own), then the fetch under the child, its head, and its start. */
 static int req_start_fetch(struct req *r, int64_t body_len,
 			   const struct field_vec *v)
 {
 	struct fetch_request rq = { 0 };
-	struct fetch_head head;
 	char target[REQ_TARGET_MAX];
 	int n;
 
@@ -552,15 +541,16 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	rq.method = r->method;
 	rq.origin = r->route->upstream_origin;
 	rq.target = target;
-	n = req_upstream_head(r, v, &head);
-	if (n < 0)
-		return n;
-	rq.head = &head;
 	rq.body_len = body_len;
 	rq.timeouts = &r->route->t;
 	rq.deadline_header = r->cfg->deadline_header;
-	r->fetch = fetch_start(r->env->up, r->child, &rq, &req_fetch_ops, r);
-	return r->fetch ? 0 : -ENOMEM;
+	rq.keepalive_max = r->cfg->upstream_keepalive;
+	rq.keepalive_timeout_ms = r->cfg->upstream_keepalive_timeout_ms;
+	r->fetch = fetch_new(r->env->up, r->child, &rq, &req_fetch_ops, r);
+	if (!r->fetch)
+		return -ENOMEM;
+	n = req_upstream_head(r, v);
+	return n < 0 ? n : fetch_start(r->fetch);
 }
 
 /* ---- the access handler, in its three stages ---- */

@@ -1,136 +1,122 @@
-/* upstream.h - upstream fetches over libcurl multi, driven by a worker loop. */
+/* upstream.h - connections to backends: libcurl connects, ctxproxy owns the socket; per-worker idle pools. */
 #ifndef CTXPROXY_UPSTREAM_H
 #define CTXPROXY_UPSTREAM_H
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
-#include "config.h"
-#include "context.h"
-#include "loop.h"
-
+struct loop;
 struct upstream;
-struct fetch;
+struct uconn;
 
 /*
- * Threading: an upstream and its fetches belong to one worker thread.
- * Notifications to the fetch's owner are never made from inside libcurl or
- * from inside a fetch_* call: they are queued and delivered by
- * upstream_dispatch(), which the worker calls from its loop.
+ * Threading: an upstream, its connections and its jobs belong to one
+ * worker thread.
+ *
+ * libcurl is only the connector: name resolution, the TCP connect and its
+ * timeout (CURLOPT_CONNECT_ONLY).  Once connected, the socket is taken
+ * over: it is registered in the worker's epoll set once, edge-triggered,
+ * and stays there until it is closed, also while it idles in its pool, so
+ * a reused connection costs no system call to check: an EOF, a reset or
+ * stray bytes seen while idle close it at once.
  */
 
-/* What the owner of a fetch hears; each may be NULL. */
-struct fetch_ops {
-	void (*on_head)(void *arg);         /* the final response head arrived */
-	void (*on_body)(void *arg);         /* body bytes or the end: try fetch_recv */
-	void (*on_upload_space)(void *arg); /* fetch_send accepts bytes again */
-	void (*on_done)(void *arg);         /* the transfer ended, well or not */
+/* A deferred call, run by upstream_dispatch() from the loop: never from
+ * inside libcurl or from inside the call that queued it.  Embedded in its
+ * owner, which must upstream_undefer() it before freeing it. */
+struct upstream_job {
+	void (*fn)(struct upstream_job *job);
+	struct upstream_job *next;
+	bool queued;
 };
 
-/* The request head's extra lines for libcurl, built without a malloc per
- * line (the fetch copies them into its own block): each line NUL-ended,
- * back to back in buf, line i ending just before end[i]. */
-#define FETCH_HEAD_BYTES 32768
-#define FETCH_HEAD_LINES 160
-struct fetch_head {
-	size_t len, n;
-	uint32_t end[FETCH_HEAD_LINES];
-	char buf[FETCH_HEAD_BYTES];
+/* What the user of a connection hears; embedded in the user. */
+struct uconn_user {
+	/* The connect ended: c is the connection (now the user's), or NULL
+	 * with err -ETIMEDOUT (connect_timeout_ms passed) or another
+	 * negative errno. */
+	void (*connected)(struct uconn_user *u, struct uconn *c, int err);
+	/* Epoll events on the user's connection (edge-triggered: read and
+	 * write until EAGAIN). */
+	void (*ready)(struct uconn_user *u, uint32_t events);
 };
 
-/* Start an empty head (only len and n need clearing). */
-void fetch_head_init(struct fetch_head *h);
-
-/* Send "name: value"; an empty value sends the field empty.  -ENOSPC when
- * the head is full. */
-int fetch_head_add(struct fetch_head *h, const char *name, size_t name_len,
-		   const char *value, size_t value_len);
-
-/* Keep libcurl from sending its own field of this name.  -ENOSPC when
- * full. */
-int fetch_head_drop(struct fetch_head *h, const char *name, size_t name_len);
-
-struct fetch_request {
-	const char *method;
-	const char *origin;          /* "http://host:port" */
-	const char *target;          /* sent byte for byte: "/path?query" */
-	const struct fetch_head *head;  /* copied: the caller keeps it */
-	int64_t body_len;            /* -1 no body, FETCH_BODY_CHUNKED, or bytes */
-	const struct config_timeouts *timeouts;
-	const char *deadline_header; /* NULL or "" = don't send one */
+/* How long idle connections are kept, per worker and upstream server. */
+struct upstream_keepalive {
+	int max;                 /* idle connections kept; 0 = none */
+	int64_t timeout_ns;      /* how long one may stay idle */
 };
-#define FETCH_BODY_CHUNKED (-2)
 
-/* Returned by fetch_recv besides byte counts. */
-#define FETCH_RECV_AGAIN 0             /* nothing yet: wait for on_body */
-#define FETCH_RECV_END (-ESHUTDOWN)    /* body complete */
-#define FETCH_RECV_ABORTED (-ECANCELED)/* ended early: truncate */
-
-/* A curl multi driven by loop.  NULL on failure. */
+/* A worker's upstream side, driven by loop.  NULL on failure. */
 struct upstream *upstream_new(struct loop *loop);
 
-/* Aborts what still runs.  upstream_free(NULL) is a no-op. */
+/* Close every connection and abort every connect.  upstream_free(NULL) is
+ * a no-op. */
 void upstream_free(struct upstream *up);
 
-/* When curl next wants upstream_on_timer() (monotonic ns), or
- * CTX_NO_DEADLINE. */
+/* When upstream_on_timer() is due next (monotonic ns: libcurl's timer or
+ * the first idle connection to expire), or CTX_NO_DEADLINE. */
 int64_t upstream_next_timer(const struct upstream *up);
 void upstream_on_timer(struct upstream *up);
 
-/* Upstream FINs sent by cancellations since the last upstream_dispatch().
- * Their libcurl teardown waits for that dispatch, which first yields the
- * CPU once, so a backend on this machine woken by the FIN runs first. */
-int upstream_fins(const struct upstream *up);
+/* A 64 KiB block for a body buffer, kept per worker for reuse (malloc
+ * costs more than a block's size suggests on every request).  NULL on
+ * ENOMEM.  upstream_buf_put(up, NULL) is a no-op. */
+#define UPSTREAM_BUF_SIZE (64 * 1024)
+char *upstream_buf_get(struct upstream *up);
+void upstream_buf_put(struct upstream *up, char *buf);
 
-/* Deliver queued notifications.  Returns how many fetches were notified. */
+/* Queue job (a no-op when it is queued already), or take it back. */
+void upstream_defer(struct upstream *up, struct upstream_job *job);
+void upstream_undefer(struct upstream *up, struct upstream_job *job);
+
+/* Upstream FINs sent by cancellations since the last upstream_dispatch();
+ * upstream_fin() counts one. */
+int upstream_fins(const struct upstream *up);
+void upstream_fin(struct upstream *up);
+
+/* Run the queued jobs, after yielding the CPU once when FINs were sent (a
+ * backend on this machine woken by them runs first).  Returns how many
+ * ran. */
 int upstream_dispatch(struct upstream *up);
 
-/* Start a fetch under ctx (normally the request's child context: the fetch
- * keeps a reference).  Cancelling ctx aborts the transfer and closes its
- * connection.  The route's connect, header and idle timeouts cancel ctx
- * with their own causes.  Returns NULL on failure. */
-struct fetch *fetch_start(struct upstream *up, ctx_t *ctx,
-			  const struct fetch_request *rq,
-			  const struct fetch_ops *ops, void *arg);
+/* An idle connection to origin ("http://host:port"), now u's, or NULL
+ * when the pool has none. */
+struct uconn *upstream_take_idle(struct upstream *up, const char *origin,
+				 struct uconn_user *u);
 
-/* Abort if still running, drop everything.  fetch_free(NULL) is a no-op.
- * No notification is made after this. */
-void fetch_free(struct fetch *f);
+/* Start connecting to origin for u; u->connected() reports the end (never
+ * from inside this call).  Returns the connection being made (abort it
+ * with uconn_close) or NULL on failure. */
+struct uconn *upstream_connect(struct upstream *up, const char *origin,
+			       int64_t connect_timeout_ms,
+			       struct uconn_user *u);
 
-/* Copy up to len request-body bytes into the fetch's bounded buffer.
- * Returns how many were taken (0 when full: wait for on_upload_space), or
- * -ECANCELED once the fetch has ended (the caller discards the body). */
-ssize_t fetch_send(struct fetch *f, const char *data, size_t len);
+/* Send what iov holds, as much as the socket takes.  Returns the bytes
+ * sent, -EAGAIN (wait for ready() with EPOLLOUT), or another -errno (the
+ * connection is dead). */
+ssize_t uconn_send(struct uconn *c, const struct iovec *iov, int n);
 
-/* The request body is complete. */
-void fetch_send_eof(struct fetch *f);
+/* Read up to len bytes.  Returns the count, 0 at EOF, -EAGAIN, or another
+ * -errno. */
+ssize_t uconn_recv(struct uconn *c, void *buf, size_t len);
 
-/* Copy up to len response-body bytes out.  Returns a count, or one of
- * FETCH_RECV_AGAIN, FETCH_RECV_END, FETCH_RECV_ABORTED. */
-ssize_t fetch_recv(struct fetch *f, char *buf, size_t len);
+/* Send the FIN now (shutdown both ways): the backend learns at once. */
+void uconn_shutdown(struct uconn *c);
 
-/* The response-body bytes buffered now (not consumed). */
-const char *fetch_peek(const struct fetch *f, size_t *len);
+/* The user is done with c: keep it idle in its pool when reusable and the
+ * pool has room under ka (it is then closed when it idles longer than ka's
+ * timeout, or when anything arrives on it), else close it.  An unfinished
+ * connect is aborted.  uconn_release(NULL, ...) is a no-op. */
+void uconn_release(struct uconn *c, bool reusable,
+		   const struct upstream_keepalive *ka);
 
-/* After on_head: the status, the body length (-1 unknown) and the header
- * fields, hop-by-hop and framing fields already removed. */
-int fetch_status(const struct fetch *f);
-int64_t fetch_content_length(const struct fetch *f);
-bool fetch_has_head(const struct fetch *f);
-size_t fetch_header_count(const struct fetch *f);
-void fetch_header(const struct fetch *f, size_t i, const char **name,
-		  const char **value);
+/* Close c (or abort its connect) now.  uconn_close(NULL) is a no-op. */
+void uconn_close(struct uconn *c);
 
-/* True once the transfer ended; fetch_ok when it ended cleanly. */
-bool fetch_ended(const struct fetch *f);
-bool fetch_ok(const struct fetch *f);
-
-/* Nanoseconds from fetch_start to the response head, or -1 without one. */
-int64_t fetch_head_latency(const struct fetch *f);
-
-/* Monotonic ns when the upstream connection was closed because the fetch
- * was cancelled or failed, or 0. */
-int64_t fetch_closed_at(const struct fetch *f);
+/* Whether c came from the pool (it served a request before). */
+bool uconn_reused(const struct uconn *c);
 
 #endif
