@@ -511,63 +511,30 @@ static int hdr_reserve(struct fetch *f, size_t need)
 	return 0;
 }
 
-/* Every Connection field's tokens, joined: they all name hop-by-hop
- * fields.  NULL when there is none (or on ENOMEM: *err set). */
-static char *join_connection(const struct h1_head *h, int *err)
-{
-	size_t i, len = 0;
-	char *out, *p;
-
-	for (i = 0; i < h->n; i++)
-		if (h->f[i].name_len == 10 &&
-		    strncasecmp(h->f[i].name, "connection", 10) == 0)
-			len += h->f[i].value_len + 1;
-	if (!len)
-		return NULL;
-	out = p = malloc(len);
-	if (!out) {
-		*err = -ENOMEM;
-		return NULL;
-	}
-	for (i = 0; i < h->n; i++) {
-		if (h->f[i].name_len != 10 ||
-		    strncasecmp(h->f[i].name, "connection", 10) != 0)
-			continue;
-		memcpy(p, h->f[i].value, h->f[i].value_len);
-		p += h->f[i].value_len;
-		*p++ = ',';
-	}
-	p[-1] = '\0';
-	return out;
-}
-
-/* Keep the fields the client may see, as "name\0value\0" pairs: not
- * hop-by-hop, not named by the response's Connection. */
+/* Keep the fields the client may see, as "name\0value\0" pairs (MHD
+ * takes C strings): not hop-by-hop, not named by the response's
+ * Connection. */
 static int fetch_take_head(struct fetch *f, const struct h1_head *h)
 {
-	int err = 0;
-	char *conn = join_connection(h, &err), *p;
-	size_t i, start;
+	const struct headers_field *fl;
+	char *p;
+	size_t i;
 
-	for (i = 0; i < h->n && !err; i++) {
-		const struct headers_field *fl = &h->f[i];
-
-		err = hdr_reserve(f, fl->name_len + fl->value_len + 2);
-		if (err)
-			break;
-		start = f->hdr_len;
-		p = f->hdr + start;
+	for (i = 0; i < h->n; i++) {
+		fl = &h->f[i];
+		if (!headers_response_forwarded(fl, h->f, h->n))
+			continue;
+		if (hdr_reserve(f, fl->name_len + fl->value_len + 2) < 0)
+			return -ENOMEM;
+		p = f->hdr + f->hdr_len;
 		memcpy(p, fl->name, fl->name_len);
 		p[fl->name_len] = '\0';
 		memcpy(p + fl->name_len + 1, fl->value, fl->value_len);
 		p[fl->name_len + 1 + fl->value_len] = '\0';
-		if (!headers_keep_response(p, conn))
-			continue;
 		f->hdr_len += fl->name_len + fl->value_len + 2;
 		f->nhdr++;
 	}
-	free(conn);
-	return err;
+	return 0;
 }
 
 /* Decode body bytes just read at p (the end of the payload buffer), in

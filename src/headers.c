@@ -412,38 +412,8 @@ int headers_rewrite_request(const struct headers_field *in, size_t n,
 	return emit_own(in, n, u, emit, arg);
 }
 
-bool headers_keep_response(const char *name, const char *connection)
+bool headers_response_forwarded(const struct headers_field *f,
+				const struct headers_field *all, size_t n)
 {
-	if (headers_hop_by_hop(name))
-		return false;
-	return !(connection && headers_list_has(connection, name));
-}
-
-int headers_response_length(const struct headers_field *f, size_t n,
-			    long long *length, const char **why)
-{
-	bool te = false;
-	long long len;
-	size_t i;
-
-	*length = -1;
-	for (i = 0; i < n; i++) {
-		if (name_is(&f[i], "transfer-encoding")) {
-			te = true;
-			continue;
-		}
-		if (!name_is(&f[i], "content-length"))
-			continue;
-		if (!parse_length(f[i].value, f[i].value_len, &len) ||
-		    (*length >= 0 && *length != len)) {
-			*why = "bad content-length";
-			return -EINVAL;
-		}
-		*length = len;
-	}
-	if (te && *length >= 0) {
-		*why = "both content-length and transfer-encoding";
-		return -EINVAL;
-	}
-	return 0;
+	return !field_is_hop(f) && !field_named_in(f, all, n);
 }

@@ -107,16 +107,10 @@ int headers_rewrite_request(const struct headers_field *in, size_t n,
 			    const struct headers_upstream *u,
 			    headers_emit_fn emit, void *arg);
 
-/* True when a response field may be forwarded to the client: not
- * hop-by-hop and not named by the response's Connection value (NULL when
- * there is none). */
-bool headers_keep_response(const char *name, const char *connection);
-
-/* The body length an upstream response head announces: -1 when it has no
- * Content-Length.  Refuses (-EINVAL, *why set) what a proxy must not guess
- * at: Content-Length together with Transfer-Encoding, and Content-Lengths
- * that differ or are not plain digits. */
-int headers_response_length(const struct headers_field *f, size_t n,
-			    long long *length, const char **why);
+/* True when response field f, one of the response's fields all[0, n), may
+ * be forwarded to the client: not hop-by-hop, and not named by any of the
+ * response's Connection fields.  (The response's framing is h1.c's.) */
+bool headers_response_forwarded(const struct headers_field *f,
+				const struct headers_field *all, size_t n);
 
 #endif
