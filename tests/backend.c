@@ -12,12 +12,70 @@
  *   t=US ev=response conn=C req=R status=S
  *   t=US ev=done conn=C req=R bytes=N
  *   t=US ev=cancelled conn=C req=R after_ms=N phase=reading_body|before_response|sending_body
+ *   t=US ev=interim conn=C req=R status=S
+ *   t=US ev=dropped conn=C req=R method=M how=fin|rst
  *   t=US ev=close conn=C by=peer|self
  * t is CLOCK_MONOTONIC in microseconds.  NAME is lower-case; in VALUE and
  * TARGET, space, '%', control and non-ASCII bytes are written as %XX
  * (TARGET keeps '%' as is, it is already percent-encoded); HEX is the
  * target's exact bytes in lower-case hex, so a re-encoding shows.
  * One thread per connection, blocking sockets, keep-alive.
+ *
+ * Endpoints (any method; the request body is read first, then answered;
+ * HEAD gets the head of GET and no body):
+ *   /fast                  200 "ok\n"
+ *   /slow?ms=M             200 after M ms (default 1000)
+ *   /hang                  never answers (until the peer goes, or 120 s)
+ *   /stream?chunks=N&size=K&interval_ms=I   chunked, N chunks of K 'x'
+ *   /idle?after_ms=M       one chunk "hello", then M ms of silence, then the end
+ *   /bytes?n=N             Content-Length N, byte i is i % 251
+ *   /echo                  the request body back
+ *   /upload                200 "got N\n" (N body bytes)
+ *   /status?code=C         status C, body "status C\n" (none for 204/304)
+ *   /headers               the request headers, one "name: value" line each
+ *   /close                 200 "bye\n" with Connection: close, then close
+ *   /badframe?kind=K, /badresp?kind=K
+ *                          a malformed response a proxy must refuse; K is a
+ *                          number or a name (see h_badframe); Connection:
+ *                          close and close after, unless keep=1: then no
+ *                          Connection field and the connection stays open
+ *                          (so a proxy's own close shows as by=peer)
+ *   /interim?n=N&status=S  N interim responses of status S (100, 102 or
+ *                          103, default 103 with "Link: </x>; rel=preload"),
+ *                          each an ev=interim, then 200 "ok\n"
+ *   /chunked?chunks=N&size=K&ext=1&trailers=1&hex=upper
+ *                          chunked body of N chunks of K bytes, the /bytes
+ *                          pattern over the whole body; ext=1 adds the chunk
+ *                          extensions ;a=b;q="x;y" to every size line
+ *                          (the last chunk's too); trailers=1 sends the
+ *                          trailer fields "X-Trailer: t1" and "X-Sum: N*K"
+ *                          (announced in a Trailer field); hex=upper writes
+ *                          the sizes in upper-case hex
+ *   /nobody?code=C&cl=N&te=1
+ *                          status C (default 304) with a misleading
+ *                          "Content-Length: N" (default 100; cl=-1: none)
+ *                          or, with te=1, "Transfer-Encoding: chunked", and
+ *                          no body at all; keep-alive
+ *   /split?n=N&piece=P&delay_ms=D
+ *                          head and a Content-Length body of N pattern bytes
+ *                          written P bytes at a time, D ms apart (default
+ *                          n=100, piece=1, delay_ms=1)
+ *   /untilclose?n=N        HTTP/1.1, Connection: close, no Content-Length
+ *                          and no chunking: N pattern bytes, then close
+ *   /http10?n=N            HTTP/1.0 response, no Content-Length: N pattern
+ *                          bytes, then close
+ *   /drop-next             200 "ok\n" keep-alive; the NEXT request on this
+ *                          connection is read completely (head and body),
+ *                          an ev=dropped is printed and the connection is
+ *                          closed (FIN) without a response byte
+ *   /reset-next            as /drop-next, but the next request gets a RST
+ *                          (SO_LINGER 0 close) instead of the FIN
+ *   /big-head?n=N&field=F  200 "ok\n" after about N bytes (default 16384)
+ *                          of fields "X-Pad-IIII: vvv..." of about F bytes
+ *                          each (default 1000, the field line with CRLF)
+ *   /slowread?rate=R       reads the body at about R bytes/s (default
+ *                          1 MiB/s), then sends it back as /echo does
+ *   anything else          404
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +117,9 @@ enum outcome {
 	OUT_GONE,  /* the peer went away */
 };
 
+/* What /drop-next and /reset-next arrange for the connection's next request. */
+enum { DROP_NONE, DROP_FIN, DROP_RST };
+
 /* Results of body and line reads. */
 enum rd { RD_OK = 0, RD_GONE = -1, RD_BAD = -2 };
 
@@ -67,6 +128,8 @@ struct conn {
 	long id;
 	char peer[80];
 	bool peer_gone;
+	int drop_next;     /* DROP_*: what to do with the next request */
+	bool reset;        /* close with a RST (SO_LINGER 0) */
 	size_t start, end; /* unread bytes are buf[start..end) */
 	char buf[IOBUF];
 };
@@ -91,6 +154,7 @@ struct request {
 	bool head_only;
 	bool expect_continue;
 	int64_t content_length; /* -1: none */
+	int64_t read_rate;      /* body bytes per second; 0: as fast as it comes */
 	char *body;             /* stored body (echo only) */
 	size_t body_len;
 	size_t body_cap;
@@ -217,6 +281,24 @@ static long long query_num(const char *query, const char *name, long long def,
 		p = amp ? amp + 1 : NULL;
 	}
 	return def;
+}
+
+/* Whether query parameter `name` is present with exactly the value `value`. */
+static bool query_is(const char *query, const char *name, const char *value)
+{
+	size_t nlen = strlen(name), vlen = strlen(value);
+	const char *p = query;
+
+	while (p && *p) {
+		const char *amp = strchr(p, '&');
+		size_t len = amp ? (size_t)(amp - p) : strlen(p);
+
+		if (len == nlen + 1 + vlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=' &&
+		    strncmp(p + nlen + 1, value, vlen) == 0)
+			return true;
+		p = amp ? amp + 1 : NULL;
+	}
+	return false;
 }
 
 /* ---- socket I/O ---- */
@@ -557,9 +639,29 @@ static bool body_take(struct request *r, const char *data, size_t len, bool keep
 	return true;
 }
 
-/* Read exactly n body bytes. */
+/* With a read rate, sleep until the body bytes taken so far are due. */
+static void throttle(const struct request *r, int64_t since_us)
+{
+	int64_t due, ahead;
+
+	if (r->read_rate <= 0)
+		return;
+	due = since_us + (int64_t)((double)r->body_len * 1e6 / (double)r->read_rate);
+	ahead = due - now_us();
+	if (ahead > 0) {
+		struct timespec ts = { .tv_sec = ahead / 1000000,
+				       .tv_nsec = (ahead % 1000000) * 1000 };
+
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+}
+
+/* Read exactly n body bytes (at r->read_rate when set). */
 static enum rd read_fixed(struct conn *c, struct request *r, uint64_t n, bool keep)
 {
+	int64_t since = r->start_us;
+
 	while (n > 0) {
 		size_t avail;
 		const char *data = conn_avail(c, &avail);
@@ -568,10 +670,13 @@ static enum rd read_fixed(struct conn *c, struct request *r, uint64_t n, bool ke
 			return RD_GONE;
 		if (avail > n)
 			avail = (size_t)n;
+		if (r->read_rate > 0 && avail > 4096)
+			avail = 4096;
 		if (!body_take(r, data, avail, keep))
 			return RD_BAD;
 		conn_consume(c, avail);
 		n -= avail;
+		throttle(r, since);
 	}
 	return RD_OK;
 }
@@ -657,13 +762,16 @@ static void emit_cancelled(const struct conn *c, const struct request *r, const 
 	     (now_us() - r->start_us) / 1000, phase);
 }
 
-/* Send the status line and headers; clen < 0 means chunked. */
-static bool send_head(struct conn *c, const struct request *r, int status, int64_t clen,
-		      bool close_after)
+/* Send the status line and headers, the CRLF-terminated field lines of
+ * extra among them; clen < 0 means chunked. */
+static bool send_head_extra(struct conn *c, const struct request *r, int status, int64_t clen,
+			    bool close_after, const char *extra)
 {
-	char head[512];
+	size_t cap = strlen(extra) + 512;
+	char *head = malloc(cap);
 	char framing[64];
 	bool no_body = status == 204 || status == 304 || status < 200;
+	bool ok;
 	int n;
 
 	if (no_body)
@@ -672,16 +780,26 @@ static bool send_head(struct conn *c, const struct request *r, int status, int64
 		snprintf(framing, sizeof framing, "Transfer-Encoding: chunked\r\n");
 	else
 		snprintf(framing, sizeof framing, "Content-Length: %" PRId64 "\r\n", clen);
-	n = snprintf(head, sizeof head,
-		     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n%sConnection: %s\r\n\r\n",
-		     status, reason(status), framing,
-		     close_after || !r->keep_alive ? "close" : "keep-alive");
-	if (n < 0 || (size_t)n >= sizeof head || !send_all(c, head, (size_t)n)) {
+	n = head ? snprintf(head, cap,
+			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n%s%sConnection: %s\r\n\r\n",
+			    status, reason(status), framing, extra,
+			    close_after || !r->keep_alive ? "close" : "keep-alive")
+		 : -1;
+	ok = n >= 0 && (size_t)n < cap && send_all(c, head, (size_t)n);
+	free(head);
+	if (!ok) {
 		emit_cancelled(c, r, "before_response");
 		return false;
 	}
 	emit("ev=response conn=%ld req=%ld status=%d", c->id, r->id, status);
 	return true;
+}
+
+/* Send the status line and headers; clen < 0 means chunked. */
+static bool send_head(struct conn *c, const struct request *r, int status, int64_t clen,
+		      bool close_after)
+{
+	return send_head_extra(c, r, status, clen, close_after, "");
 }
 
 /* Send a body piece unless this is a HEAD request. */
@@ -731,6 +849,32 @@ static bool send_chunk(struct conn *c, const struct request *r, const char *data
 
 	return send_body(c, r, size, (size_t)n) && send_body(c, r, data, len) &&
 	       send_body(c, r, "\r\n", 2);
+}
+
+/* Send the body bytes [off, off + len) of the /bytes pattern. */
+static bool send_pattern(struct conn *c, const struct request *r, int64_t off, int64_t len)
+{
+	while (len > 0) {
+		size_t piece = len < BYTES_PIECE ? (size_t)len : BYTES_PIECE;
+
+		if (!send_body(c, r, pattern + off % 251, piece))
+			return false;
+		off += (int64_t)piece;
+		len -= (int64_t)piece;
+	}
+	return true;
+}
+
+/* A head written as is (status line and fields through the empty line). */
+static bool send_raw_head(struct conn *c, const struct request *r, const char *head, size_t len,
+			  int status)
+{
+	if (!send_all(c, head, len)) {
+		emit_cancelled(c, r, "before_response");
+		return false;
+	}
+	emit("ev=response conn=%ld req=%ld status=%d", c->id, r->id, status);
+	return true;
 }
 
 /* ---- endpoints ---- */
@@ -855,27 +999,226 @@ static enum outcome h_headers(struct conn *c, const struct request *r)
 	return out;
 }
 
-/* A response whose framing a proxy must refuse: kind=1 two different
- * Content-Lengths, kind=2 Content-Length with chunked, kind=3 a
- * Content-Length that is not a number.  The connection is closed after. */
+#define BAD(name, status, rest) { name, status, rest, sizeof rest - 1 }
+
+/* Responses a proxy must refuse, by number (1-based) or name: the status
+ * line, then the fields and body.  Each declares a framing, so a lenient
+ * parser would take it for a whole response on a reusable connection. */
+static const struct bad_response {
+	const char *name;
+	const char *status;
+	const char *rest;
+	size_t rest_len; /* rest may hold a NUL */
+} bad_responses[] = {
+	/* 1 */ BAD("two_cl", "HTTP/1.1 200 OK", "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+	/* 2 */ BAD("cl_te", "HTTP/1.1 200 OK",
+		    "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"),
+	/* 3 */ BAD("bad_cl", "HTTP/1.1 200 OK", "Content-Length: 4x\r\n\r\nabcd"),
+	/* 4 */ BAD("obs_fold", "HTTP/1.1 200 OK",
+		    "Content-Length: 4\r\nX-A: a\r\n X-Folded: 1\r\n\r\nabcd"),
+	/* 5 */ BAD("space_colon", "HTTP/1.1 200 OK", "X-Bad : a\r\nContent-Length: 4\r\n\r\nabcd"),
+	/* 6 */ BAD("bad_status", "HTTP/1.1 2x0 OK", "Content-Length: 4\r\n\r\nabcd"),
+	/* 7 */ BAD("http2", "HTTP/2.0 200 OK", "Content-Length: 4\r\n\r\nabcd"),
+	/* 8 */ BAD("bad_chunk", "HTTP/1.1 200 OK",
+		    "Transfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n0\r\n\r\n"),
+	/* 9 */ BAD("chunk_no_crlf", "HTTP/1.1 200 OK",
+		    "Transfer-Encoding: chunked\r\n\r\n4\r\nabcdXX\r\n0\r\n\r\n"),
+	/* 10 */ BAD("nul_value", "HTTP/1.1 200 OK", "X-A: a\0b\r\nContent-Length: 4\r\n\r\nabcd"),
+};
+
+#define N_BAD ((long long)(sizeof bad_responses / sizeof bad_responses[0]))
+
+/* /badframe and /badresp: one of bad_responses (kind=N or kind=NAME,
+ * default 1).  Connection: close and a close after it, unless keep=1. */
 static enum outcome h_badframe(struct conn *c, const struct request *r)
 {
-	static const char *const heads[] = {
-		"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-		"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-		"4\r\nabcd\r\n0\r\n\r\n",
-		"Content-Length: 4x\r\n\r\nabcd",
-	};
-	long long kind = query_num(r->query, "kind", 1, 1, 3);
-	char buf[256];
+	const struct bad_response *b = NULL;
+	bool keep = query_num(r->query, "keep", 0, 0, 1) == 1;
+	char head[128];
 	int n;
 
-	n = snprintf(buf, sizeof buf, "HTTP/1.1 200 OK\r\nConnection: close\r\n%s",
-		     heads[kind - 1]);
-	if (n < 0 || (size_t)n >= sizeof buf || !send_all(c, buf, (size_t)n))
+	for (long long i = 0; i < N_BAD && !b; i++)
+		if (query_is(r->query, "kind", bad_responses[i].name))
+			b = &bad_responses[i];
+	if (!b)
+		b = &bad_responses[query_num(r->query, "kind", 1, 1, N_BAD) - 1];
+	n = snprintf(head, sizeof head, "%s\r\n%s", b->status, keep ? "" : "Connection: close\r\n");
+	if (n < 0 || (size_t)n >= sizeof head || !send_all(c, head, (size_t)n) ||
+	    !send_all(c, b->rest, b->rest_len))
 		return OUT_GONE;
 	emit("ev=response conn=%ld req=%ld status=200", c->id, r->id);
-	return finish(c, r, 4, true);
+	return finish(c, r, 4, !keep);
+}
+
+static enum outcome h_interim(struct conn *c, const struct request *r)
+{
+	long long n = query_num(r->query, "n", 1, 0, 100);
+	long long st = query_num(r->query, "status", 103, 100, 199);
+	const char *why = st == 100 ? "Continue" : st == 102 ? "Processing"
+			: st == 103 ? "Early Hints" : "Informational";
+	char head[160];
+	int len = snprintf(head, sizeof head, "HTTP/1.1 %lld %s\r\n%s\r\n", st, why,
+			   st == 103 ? "Link: </x>; rel=preload\r\n" : "");
+
+	for (long long i = 0; i < n; i++) {
+		if (len < 0 || (size_t)len >= sizeof head || !send_all(c, head, (size_t)len)) {
+			emit_cancelled(c, r, "before_response");
+			return OUT_GONE;
+		}
+		emit("ev=interim conn=%ld req=%ld status=%lld", c->id, r->id, st);
+	}
+	return respond_str(c, r, 200, "ok\n");
+}
+
+static enum outcome h_chunked(struct conn *c, const struct request *r)
+{
+	long long chunks = query_num(r->query, "chunks", 3, 0, 1000000);
+	long long size = query_num(r->query, "size", 10, 1, MAX_CHUNK);
+	bool ext = query_num(r->query, "ext", 0, 0, 1) == 1;
+	bool trailers = query_num(r->query, "trailers", 0, 0, 1) == 1;
+	bool upper = query_is(r->query, "hex", "upper");
+	const char *exts = ext ? ";a=b;q=\"x;y\"" : "";
+	char line[128];
+	int n;
+
+	if (!send_head_extra(c, r, 200, -1, false, trailers ? "Trailer: X-Trailer, X-Sum\r\n" : ""))
+		return OUT_GONE;
+	for (long long i = 0; i < chunks; i++) {
+		n = snprintf(line, sizeof line, upper ? "%llX%s\r\n" : "%llx%s\r\n", size, exts);
+		if (!send_body(c, r, line, (size_t)n) || !send_pattern(c, r, i * size, size) ||
+		    !send_body(c, r, "\r\n", 2))
+			return OUT_GONE;
+	}
+	n = snprintf(line, sizeof line, "0%s\r\n", exts);
+	if (!send_body(c, r, line, (size_t)n))
+		return OUT_GONE;
+	if (trailers) {
+		n = snprintf(line, sizeof line, "X-Trailer: t1\r\nX-Sum: %lld\r\n", chunks * size);
+		if (!send_body(c, r, line, (size_t)n))
+			return OUT_GONE;
+	}
+	if (!send_body(c, r, "\r\n", 2))
+		return OUT_GONE;
+	return finish(c, r, r->head_only ? 0 : chunks * size, false);
+}
+
+static enum outcome h_nobody(struct conn *c, const struct request *r)
+{
+	long long code = query_num(r->query, "code", 304, 100, 599);
+	long long cl = query_num(r->query, "cl", 100, -1, (long long)1 << 40);
+	bool te = query_num(r->query, "te", 0, 0, 1) == 1;
+	char framing[64] = "";
+	char head[256];
+	int n;
+
+	if (te)
+		snprintf(framing, sizeof framing, "Transfer-Encoding: chunked\r\n");
+	else if (cl >= 0)
+		snprintf(framing, sizeof framing, "Content-Length: %lld\r\n", cl);
+	n = snprintf(head, sizeof head, "HTTP/1.1 %lld %s\r\nContent-Type: text/plain\r\n%s"
+		     "Connection: %s\r\n\r\n", code, reason((int)code), framing,
+		     r->keep_alive ? "keep-alive" : "close");
+	if (n < 0 || (size_t)n >= sizeof head || !send_raw_head(c, r, head, (size_t)n, (int)code))
+		return OUT_GONE;
+	return finish(c, r, 0, false);
+}
+
+static enum outcome h_split(struct conn *c, const struct request *r)
+{
+	long long n = query_num(r->query, "n", 100, 0, 1 << 24);
+	long long piece = query_num(r->query, "piece", 1, 1, 1 << 20);
+	long long delay = query_num(r->query, "delay_ms", 1, 0, 10000);
+	char head[256];
+	int hl = snprintf(head, sizeof head,
+			  "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+			  "X-Split: piece=%lld\r\nContent-Length: %lld\r\nConnection: %s\r\n\r\n",
+			  piece, n, r->keep_alive ? "keep-alive" : "close");
+	size_t total = (size_t)hl + (r->head_only ? 0 : (size_t)n);
+	char *buf = malloc(total);
+	bool announced = false;
+
+	if (!buf || hl < 0 || (size_t)hl >= sizeof head) {
+		free(buf);
+		return respond_str(c, r, 500, "out of memory\n");
+	}
+	memcpy(buf, head, (size_t)hl);
+	for (size_t i = (size_t)hl; i < total; i++)
+		buf[i] = (char)((i - (size_t)hl) % 251);
+	for (size_t off = 0; off < total;) {
+		size_t k = total - off < (size_t)piece ? total - off : (size_t)piece;
+		const char *phase = off < (size_t)hl ? "before_response" : "sending_body";
+
+		if (!send_all(c, buf + off, k)) {
+			emit_cancelled(c, r, phase);
+			free(buf);
+			return OUT_GONE;
+		}
+		off += k;
+		if (!announced && off >= (size_t)hl) {
+			emit("ev=response conn=%ld req=%ld status=200", c->id, r->id);
+			announced = true;
+		}
+		if (off < total && !wait_peer(c, delay)) {
+			emit_cancelled(c, r, phase);
+			free(buf);
+			return OUT_GONE;
+		}
+	}
+	free(buf);
+	return finish(c, r, r->head_only ? 0 : n, false);
+}
+
+/* /untilclose and /http10: a body delimited by the close alone. */
+static enum outcome h_until_close(struct conn *c, const struct request *r, bool http10)
+{
+	long long n = query_num(r->query, "n", 100, 0, (long long)1 << 40);
+	const char *head = http10 ? "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+				  : "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+				    "Connection: close\r\n\r\n";
+
+	if (!send_raw_head(c, r, head, strlen(head), 200))
+		return OUT_GONE;
+	if (!send_pattern(c, r, 0, n)) {
+		emit_cancelled(c, r, "sending_body");
+		return OUT_GONE;
+	}
+	return finish(c, r, r->head_only ? 0 : n, true);
+}
+
+static enum outcome h_drop_next(struct conn *c, const struct request *r, int how)
+{
+	c->drop_next = how;
+	return respond_str(c, r, 200, "ok\n");
+}
+
+static enum outcome h_big_head(struct conn *c, const struct request *r)
+{
+	long long n = query_num(r->query, "n", 16384, 0, 1 << 24);
+	long long field = query_num(r->query, "field", 1000, 20, 1 << 20);
+	size_t cap = (size_t)n + (size_t)field + 64, len = 0;
+	char *extra = malloc(cap);
+
+	if (!extra)
+		return respond_str(c, r, 500, "out of memory\n");
+	for (long long i = 0; (long long)len < n; i++) {
+		int k = snprintf(extra + len, cap - len, "X-Pad-%04lld: ", i);
+		size_t vlen = (size_t)field - (size_t)k - 2;
+
+		len += (size_t)k;
+		memset(extra + len, 'v', vlen);
+		len += vlen;
+		memcpy(extra + len, "\r\n", 2);
+		len += 2;
+	}
+	extra[len] = '\0';
+	if (!send_head_extra(c, r, 200, 3, false, extra)) {
+		free(extra);
+		return OUT_GONE;
+	}
+	free(extra);
+	if (!send_body(c, r, "ok\n", 3))
+		return OUT_GONE;
+	return finish(c, r, 3, false);
 }
 
 /* Dispatch on the path; the body has been read already. */
@@ -905,16 +1248,41 @@ static enum outcome route(struct conn *c, const struct request *r)
 		return h_headers(c, r);
 	if (strcmp(p, "/close") == 0)
 		return respond(c, r, 200, "bye\n", 4, true);
-	if (strcmp(p, "/badframe") == 0)
+	if (strcmp(p, "/badframe") == 0 || strcmp(p, "/badresp") == 0)
 		return h_badframe(c, r);
+	if (strcmp(p, "/interim") == 0)
+		return h_interim(c, r);
+	if (strcmp(p, "/chunked") == 0)
+		return h_chunked(c, r);
+	if (strcmp(p, "/nobody") == 0)
+		return h_nobody(c, r);
+	if (strcmp(p, "/split") == 0)
+		return h_split(c, r);
+	if (strcmp(p, "/untilclose") == 0)
+		return h_until_close(c, r, false);
+	if (strcmp(p, "/http10") == 0)
+		return h_until_close(c, r, true);
+	if (strcmp(p, "/drop-next") == 0)
+		return h_drop_next(c, r, DROP_FIN);
+	if (strcmp(p, "/reset-next") == 0)
+		return h_drop_next(c, r, DROP_RST);
+	if (strcmp(p, "/big-head") == 0)
+		return h_big_head(c, r);
+	if (strcmp(p, "/slowread") == 0)
+		return respond(c, r, 200, r->body ? r->body : "", r->body_len, false);
 	return respond_str(c, r, 404, "not found\n");
 }
 
 /* Read the body, then answer. */
 static enum outcome handle(struct conn *c, struct request *r)
 {
-	bool keep = strcmp(r->path, "/echo") == 0;
-	enum rd rc = read_body(c, r, keep);
+	bool slow = strcmp(r->path, "/slowread") == 0;
+	bool keep = slow || strcmp(r->path, "/echo") == 0;
+	enum rd rc;
+
+	if (slow)
+		r->read_rate = query_num(r->query, "rate", 1 << 20, 1024, (long long)1 << 40);
+	rc = read_body(c, r, keep);
 
 	if (rc == RD_GONE) {
 		emit_cancelled(c, r, "reading_body");
@@ -926,6 +1294,24 @@ static enum outcome handle(struct conn *c, struct request *r)
 	}
 	emit("ev=body_done conn=%ld req=%ld bytes=%zu", c->id, r->id, r->body_len);
 	return route(c, r);
+}
+
+/* The request after a /drop-next or /reset-next: read it all, answer
+ * nothing, close (with a RST for /reset-next). */
+static enum outcome drop(struct conn *c, struct request *r)
+{
+	enum rd rc = read_body(c, r, false);
+
+	if (rc == RD_GONE) {
+		emit_cancelled(c, r, "reading_body");
+		return OUT_GONE;
+	}
+	emit("ev=body_done conn=%ld req=%ld bytes=%zu", c->id, r->id, r->body_len);
+	emit("ev=dropped conn=%ld req=%ld method=%s how=%s", c->id, r->id, r->method,
+	     c->drop_next == DROP_RST ? "rst" : "fin");
+	c->reset = c->drop_next == DROP_RST;
+	c->drop_next = DROP_NONE;
+	return OUT_CLOSE;
 }
 
 static void request_free(struct request *r)
@@ -970,7 +1356,7 @@ static bool serve(struct conn *c)
 			return true;
 		}
 		emit_request(c, &r);
-		out = handle(c, &r);
+		out = c->drop_next != DROP_NONE ? drop(c, &r) : handle(c, &r);
 		request_free(&r);
 		if (out == OUT_GONE)
 			return false;
@@ -986,8 +1372,13 @@ static void *conn_main(void *arg)
 
 	emit("ev=open conn=%ld peer=%s", c->id, c->peer);
 	by_self = serve(c);
-	if (by_self)
+	if (by_self && c->reset) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	} else if (by_self) {
 		shutdown(c->fd, SHUT_WR);
+	}
 	close(c->fd);
 	emit("ev=close conn=%ld by=%s", c->id, by_self ? "self" : "peer");
 	free(c);
