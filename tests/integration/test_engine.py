@@ -348,16 +348,19 @@ class DeadPooled(EngineTest):
         dropped = backend.wait(ev="dropped", start=mark)
         self.assertEqual((dropped["conn"], dropped["method"], dropped["how"]),
                          (old["conn"], "GET", how))
-        reqs = [e for e in backend.requests(mark) if e["path"] == "/fast?after"]
-        self.assertEqual(len(reqs), 2, "GET seen %d times, wanted dropped + one retry: %s"
-                         % (len(reqs), reqs))
+        # The client has its answer; the backend's lines may still be on their way.
+        reqs = backend.wait_count(2, lambda e: e.get("path") == "/fast?after", start=mark,
+                                  what="ev=request /fast?after", ev="request")
         self.assertEqual(reqs[0]["conn"], old["conn"])
         retry = reqs[1]
         self.assertNotEqual(retry["conn"], old["conn"])
+        backend.wait(ev="done", conn=retry["conn"], req=retry["req"], start=mark)
+        reqs = [e for e in backend.requests(mark) if e["path"] == "/fast?after"]
+        self.assertEqual(len(reqs), 2, "GET seen %d times, wanted dropped + one retry: %s"
+                         % (len(reqs), reqs))
         opened = self.opens(backend, mark)
         self.assertEqual([e["conn"] for e in opened], [retry["conn"]],
                          "the retry must be on one fresh connection")
-        backend.wait(ev="done", conn=retry["conn"], req=retry["req"])
         self.assertAccess(proxy.access("/fast"), status=200, cause="completed")
 
     def _post_not_replayed(self, setup_path, how):
@@ -513,7 +516,8 @@ class Pool(EngineTest):
         c = self.client(proxy)
         for i in range(2):
             self.assertEqual(c.request("GET", "/fast?seq=%d" % i).status, 200)
-        seq = [e for e in backend.requests(mark) if e["path"].startswith("/fast?seq")]
+        seq = backend.wait_count(2, lambda e: e.get("path", "").startswith("/fast?seq"),
+                                 start=mark, what="ev=request /fast?seq", ev="request")
         kept = conns - {e["conn"] for e in backend.find(ev="close")}
         self.assertEqual(len(kept), 2, "idle connections kept: %s" % kept)
         for e in seq:
