@@ -1,41 +1,52 @@
-# fuzz.mk - libFuzzer build and runs of src/headers.c (included from the Makefile).
+# fuzz.mk - libFuzzer builds and runs of src/headers.c and src/h1.c (included from the Makefile).
 #
-#   make fuzz          build, then fuzz $(FUZZ_SECONDS) s (default 300)
-#   make fuzz-smoke    build, then fuzz $(FUZZ_SMOKE_SECONDS) s (default 10)
+#   make fuzz          build, then fuzz each target $(FUZZ_SECONDS) s (default 300)
+#   make fuzz-smoke    build, then fuzz each target $(FUZZ_SMOKE_SECONDS) s (default 10)
 #   make fuzz-deps     check (as root: install) clang and libclang-rt-14-dev
+#   FUZZ_TARGETS=h1    only some of the targets (default: headers h1)
 #
-# Each run starts from a fresh copy of tests/fuzz/corpus in build/fuzz/corpus;
-# a crash leaves build/fuzz/crash-* (replay: build/fuzz/fuzz_headers FILE)
-# and fails the target.
+# Each run starts from a fresh copy of the target's seeds (fuzz_headers:
+# tests/fuzz/corpus, fuzz_h1: tests/fuzz/corpus_h1) in
+# build/fuzz/corpus_NAME; a crash leaves build/fuzz/NAME-crash-* (replay:
+# build/fuzz/fuzz_NAME FILE) and fails the target.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_TARGETS ?= headers h1
 FUZZ_DIR := $(or $(B),build)/fuzz
-FUZZ_BIN := $(FUZZ_DIR)/fuzz_headers
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer
 FUZZ_ARGS := -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+# Each target: its sources (besides its own file) and its seeds.
+FUZZ_SRCS_headers := src/headers.c
+FUZZ_SRCS_h1 := src/h1.c src/headers.c
+FUZZ_SEEDS_headers := tests/fuzz/corpus
+FUZZ_SEEDS_h1 := tests/fuzz/corpus_h1
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 
 .PHONY: fuzz fuzz-smoke fuzz-deps
 
 fuzz-deps:
 	@scripts/deps.sh fuzz
 
-$(FUZZ_BIN): tests/fuzz/fuzz_headers.c src/headers.c src/headers.h | fuzz-deps
+.SECONDEXPANSION:
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRCS_$$*) $(wildcard src/*.h) | fuzz-deps
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc -o $@ tests/fuzz/fuzz_headers.c src/headers.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc -o $@ $< $(FUZZ_SRCS_$*)
 
-# $(call fuzz_run,SECONDS): fuzz on a fresh copy of the seed corpus.
+# $(call fuzz_run,NAME,SECONDS): fuzz NAME on a fresh copy of its seeds.
 define fuzz_run
-	@rm -rf $(FUZZ_DIR)/corpus && mkdir -p $(FUZZ_DIR)/corpus
-	@cp tests/fuzz/corpus/* $(FUZZ_DIR)/corpus/
-	cd $(FUZZ_DIR) && ./fuzz_headers $(FUZZ_ARGS) -max_total_time=$(1) \
-		-artifact_prefix=./ corpus
+	@rm -rf $(FUZZ_DIR)/corpus_$(1) && mkdir -p $(FUZZ_DIR)/corpus_$(1)
+	@cp $(FUZZ_SEEDS_$(1))/* $(FUZZ_DIR)/corpus_$(1)/
+	cd $(FUZZ_DIR) && ./fuzz_$(1) $(FUZZ_ARGS) -max_total_time=$(2) \
+		-artifact_prefix=./$(1)- corpus_$(1)
+
 endef
 
-fuzz: $(FUZZ_BIN)
-	$(call fuzz_run,$(FUZZ_SECONDS))
+fuzz: $(FUZZ_BINS)
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_run,$(t),$(FUZZ_SECONDS)))
 
-fuzz-smoke: $(FUZZ_BIN)
-	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
+fuzz-smoke: $(FUZZ_BINS)
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_run,$(t),$(FUZZ_SMOKE_SECONDS)))
