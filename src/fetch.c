@@ -61,6 +61,7 @@ struct fetch {
 
 	/* the response */
 	struct fbuf downbuf;             /* the head, then the payload */
+	size_t head_scanned;             /* of downbuf, without a head end */
 	struct h1_body body;
 	bool got_bytes, head_done, keep_alive, recv_paused;
 	int status;
@@ -594,6 +595,20 @@ static void fetch_final_head(struct fetch *f, struct h1_head *h, size_t end)
 		fetch_decode(f, b->data, rest);
 }
 
+/* Where the head in the buffer ends (0: not yet).  Only the new bytes are
+ * scanned, with the two before them, since a head's end ("\n\n" or
+ * "\n\r\n") may straddle reads: a head trickled a byte at a time costs
+ * linear time, not quadratic. */
+static ssize_t fetch_head_end(struct fetch *f)
+{
+	struct fbuf *b = &f->downbuf;
+	size_t from = f->head_scanned > 2 ? f->head_scanned - 2 : 0;
+	ssize_t end = h1_head_end(b->data + from, b->len - from);
+
+	f->head_scanned = b->len;
+	return end > 0 ? end + (ssize_t)from : end;
+}
+
 /* Heads in the buffer: interim ones (1xx) are skipped, the final one
  * taken.  A head that does not fit the buffer is refused. */
 static void fetch_parse_heads(struct fetch *f)
@@ -604,7 +619,7 @@ static void fetch_parse_heads(struct fetch *f)
 	ssize_t end;
 
 	while (f->running && !f->head_done) {
-		end = h1_head_end(b->data, b->len);
+		end = fetch_head_end(f);
 		if (end == 0 && b->len < FETCH_BUF_SIZE)
 			return;
 		if (end <= 0) {
@@ -621,6 +636,7 @@ static void fetch_parse_heads(struct fetch *f)
 		}
 		memmove(b->data, b->data + end, b->len - (size_t)end);
 		b->len -= (size_t)end;
+		f->head_scanned = 0;
 	}
 }
 
@@ -850,6 +866,11 @@ void fetch_header(const struct fetch *f, size_t i, const char **name,
 	}
 	*name = p;
 	*value = p + strlen(p) + 1;
+}
+
+size_t fetch_header_bytes(const struct fetch *f)
+{
+	return f->hdr_len + 2 * f->nhdr;     /* NUL, NUL -> ": ", CRLF */
 }
 
 bool fetch_ended(const struct fetch *f)

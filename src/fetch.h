@@ -96,6 +96,9 @@ size_t fetch_header_count(const struct fetch *f);
 void fetch_header(const struct fetch *f, size_t i, const char **name,
 		  const char **value);
 
+/* The bytes the kept header fields take as "name: value CRLF" lines. */
+size_t fetch_header_bytes(const struct fetch *f);
+
 /* True once the exchange ended; fetch_ok when it ended cleanly (the whole
  * response read). */
 bool fetch_ended(const struct fetch *f);

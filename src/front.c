@@ -19,7 +19,6 @@
 #include "metrics.h"
 #include "request.h"
 
-#define FRONT_POOL_SIZE (16 * 1024)
 
 /* Per client connection, from accept to close: its hang-up watch, the
  * clock on its request head, and what its requests see of it. */
@@ -332,11 +331,8 @@ static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd)
 				MHD_OPTION_CONNECTION_LIMIT,
 				(unsigned int)(cfg->max_connections + 64),
 				MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-				/* MHD clears the pool for every request: 16 KiB
-				 * holds a head of up to ~8 KiB and costs half of
-				 * the default 32 KiB. */
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-				(size_t)FRONT_POOL_SIZE,
+				(size_t)REQ_CONN_MEMORY,
 				MHD_OPTION_NOTIFY_COMPLETED, front_on_completed, fr,
 				MHD_OPTION_NOTIFY_CONNECTION, front_on_connection, fr,
 				MHD_OPTION_URI_LOG_CALLBACK, front_on_uri, fr,

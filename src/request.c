@@ -19,6 +19,12 @@
 #include "route.h"
 
 #define REQ_BLOCK_SIZE (16 * 1024)
+/* What libmicrohttpd adds to a response head (status line, Date,
+ * Content-Length or Transfer-Encoding, Connection, X-Request-Id), and the
+ * part of the connection's memory it keeps for itself (measured: a
+ * request and a response head together fit up to ~15 KiB of 16). */
+#define REQ_REPLY_OVERHEAD 256
+#define REQ_CONN_SLACK 1024
 #define REQ_TARGET_MAX 8192
 #define REQ_DEADLINE_MAX_MS (24LL * 3600 * 1000)
 #define REQ_BODY_BAD (-3)      /* a malformed Content-Length */
@@ -323,6 +329,43 @@ static struct MHD_Response *req_whole_body(struct req *r, int64_t len)
 	return resp;
 }
 
+/* The response for the client: the whole body at once, or a reader. */
+static struct MHD_Response *req_response(struct req *r, int64_t len)
+{
+	struct MHD_Response *resp = req_whole_body(r, len);
+
+	if (resp)
+		return resp;
+	/* libmicrohttpd 0.9.75 ends a HEAD response of unknown length with a
+	 * chunk terminator, which the client would take for the start of its
+	 * next response: say Content-Length: 0 instead. */
+	if (len < 0 && strcmp(r->method, "HEAD") == 0)
+		return MHD_create_response_from_buffer(0, (void *)"",
+						       MHD_RESPMEM_PERSISTENT);
+	resp = MHD_create_response_from_callback(len >= 0 ? (uint64_t)len :
+						 MHD_SIZE_UNKNOWN,
+						 REQ_BLOCK_SIZE, req_read_body,
+						 r, req_body_free);
+	if (resp)
+		r->refs++;
+	return resp;
+}
+
+/* libmicrohttpd builds the response head in the connection's memory,
+ * which also holds the request's head: one that does not fit would close
+ * the client's connection without a word, so it is a 502 instead. */
+static bool req_head_fits(struct req *r)
+{
+	const union MHD_ConnectionInfo *ci;
+	size_t need = fetch_header_bytes(r->fetch) + REQ_REPLY_OVERHEAD;
+
+	ci = MHD_get_connection_info(r->conn,
+				     MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	if (ci)
+		need += ci->header_size;
+	return need <= REQ_CONN_MEMORY - REQ_CONN_SLACK;
+}
+
 static enum MHD_Result req_reply_stream(struct req *r)
 {
 	struct MHD_Response *resp;
@@ -333,19 +376,18 @@ static enum MHD_Result req_reply_stream(struct req *r)
 	size_t i;
 
 	ASSERT(!r->responded);
+	if (!req_head_fits(r)) {
+		log_msg(LOG_WARN, "upstream response head too large for the "
+			"client connection", "id=%s", r->id);
+		ctx_cancel(r->child, CTX_CAUSE_UPSTREAM_ERROR);
+		return req_reply(r, 502, "upstream response head too large",
+				 false);
+	}
 	if (status_is_bodyless(status))
 		len = 0;
-	resp = req_whole_body(r, len);
-	if (!resp) {
-		resp = MHD_create_response_from_callback(len >= 0 ? (uint64_t)len :
-							 MHD_SIZE_UNKNOWN,
-							 REQ_BLOCK_SIZE,
-							 req_read_body, r,
-							 req_body_free);
-		if (!resp)
-			return MHD_NO;
-		r->refs++;
-	}
+	resp = req_response(r, len);
+	if (!resp)
+		return MHD_NO;
 	for (i = 0; i < fetch_header_count(r->fetch); i++) {
 		fetch_header(r->fetch, i, &name, &value);
 		MHD_add_response_header(resp, name, value);

@@ -9,6 +9,12 @@
 #include "context.h"
 
 struct MHD_Connection;
+
+/* libmicrohttpd's memory per client connection: the request head and the
+ * response head are built in it (16 KiB holds a request head of up to
+ * ~8 KiB and costs half of the default 32 KiB, which it clears for every
+ * request). */
+#define REQ_CONN_MEMORY (16 * 1024)
 struct gen;
 struct log_buf;
 struct metrics_worker;

@@ -422,14 +422,18 @@ static void upstream_expire_idle(struct upstream *up, int64_t now)
 
 /* ---- connections ---- */
 
-/* Anything on an idle connection (EOF, a reset, stray bytes) ends it: a
- * request must never meet it.  Otherwise its user reads and writes. */
+/* Anything arriving on an idle connection (EOF, a reset, stray bytes)
+ * ends it: a request must never meet it.  (A write edge is only the
+ * acknowledgement of what was sent.)  Otherwise its user reads and
+ * writes. */
 static void uconn_on_io(struct loop_io *io, uint32_t events)
 {
 	struct uconn *c = io->data;
 
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->hup = true;
+	if (!c->user && !(events & ~(uint32_t)EPOLLOUT))
+		return;
 	if (!c->user) {
 		idle_unlink(c);
 		uconn_close(c);
