@@ -2,7 +2,7 @@
 """bench.py - ctxproxy against nginx and HAProxy on loopback; run through bench/run.sh.
 
 usage: bench.py [--smoke] [--out FILE.md] [--json FILE] [--only CASES] [--proxies LIST]
-  CASES: comma list of throughput,cancel,longpoll,stream (default: all)
+  CASES: comma list of throughput,browser,cancel,longpoll,stream (default: all)
   LIST:  comma list of ctxproxy,nginx,haproxy (default: all; for debugging)
 
 Every process it starts (backends, proxies, clients) is a child with
@@ -14,13 +14,17 @@ started proxy, so its RSS figures are its own.
 Cases (see bench/RESULTS.md for what they mean and the targets):
  1. throughput: wrk -t1 -cC -dD --latency, GET / answered by an nginx
     `return 200` backend; C = 50 and 256; proxies with 1 and 2 workers.
+    browser: the same with the request head of a current desktop Chrome
+    (BROWSER_HEADERS, sent with wrk -H; ~1 KB with the request line
+    and Host), same backend, workers and C.
  2. cancel: N = 1, 100, 1000 `/slow?ms=30000` requests held by
     tests/backend, all clients close together (bench/cancel_client.py).
  3. longpoll: 10,000 requests in flight at once (bench/longpoll_client.py),
     fewer if RLIMIT_NOFILE cannot cover 2 descriptors per request.
  4. stream: 1 GiB download and 1 GiB upload (bench/stream_client.py), and
     for context nginx once more with 64 KiB proxy buffers.
---smoke: 1 s wrk runs, 1,000 long-polls, 64 MiB transfers, 1 s grace.
+--smoke: 1 s wrk runs (browser: C = 50 only), 1,000 long-polls, 64 MiB
+transfers, 1 s grace.
 Each run also records how much CPU other processes took meanwhile
 (CpuWatch): a note flags any run above 10%.
 Exit status: 0 if every run produced its figures, 1 if some did not, 2 if
@@ -49,14 +53,58 @@ PROXIES = ("ctxproxy", "nginx", "haproxy")
 PY = sys.executable or "python3"
 
 FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
+            browser_conns=(50, 256),
             cancel_ns=(1, 100, 1000), cancel_reps={1: 100, 100: 10, 1000: 3}, cancel_grace=5.0,
             lp_n=10000, lp_hold=20.0,
             stream_bytes=1 << 30, budget=570)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
+             browser_conns=(50,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
              lp_n=1000, lp_hold=3.0,
-             stream_bytes=64 << 20, budget=55)
+             stream_bytes=64 << 20, budget=70)
 WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
+
+# The request fields a desktop Chrome sends for a same-site navigation over
+# HTTP/1.1 (wrk adds Host), in Chrome's order.  The cookie (~240 bytes) is a
+# session id, a CSRF token, two analytics cookies and three preferences;
+# with it, "GET / HTTP/1.1" and Host the head is ~1 KB (User-Agent, Accept
+# and the client hints alone are ~400 bytes).
+BROWSER_HEADERS = (
+    ("Connection", "keep-alive"),
+    ("sec-ch-ua", '"Chromium";v="142", "Google Chrome";v="142", "Not_A Brand";v="99"'),
+    ("sec-ch-ua-mobile", "?0"),
+    ("sec-ch-ua-platform", '"Windows"'),
+    ("Upgrade-Insecure-Requests", "1"),
+    ("User-Agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                   "(KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36"),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,"
+               "image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"),
+    ("Sec-Fetch-Site", "same-origin"),
+    ("Sec-Fetch-Mode", "navigate"),
+    ("Sec-Fetch-User", "?1"),
+    ("Sec-Fetch-Dest", "document"),
+    ("Referer", "https://app.example.com/projects/4711/overview?tab=activity"),
+    ("Accept-Encoding", "gzip, deflate, br, zstd"),
+    ("Accept-Language", "en-US,en;q=0.9,de;q=0.8"),
+    ("Cookie", "sessionid=8f3c2a9d7b1e4f60a5c3d2e1b0f9a8c7; "
+               "csrftoken=Zx8Kq2LmN4pR7sT1vW3yB5dF6gH9jK0a; "
+               "_ga=GA1.1.1234567890.1761234567; "
+               "_ga_8XKQ2LM4PR=GS2.1.s1763900000$o12$g1$t1763900421$j60$l0$h0; "
+               "theme=dark; lang=en-US; consent=necessary%2Cstatistics"),
+)
+# Throughput variants: (case name, extra request fields, cfg key of the C values)
+TP_VARIANTS = (("throughput", (), "conns"), ("browser", BROWSER_HEADERS, "browser_conns"))
+# Targets for the upstream-engine work, beside the issue's 1.0x for throughput:
+# requests/s >= ENGINE_RPS[workers] x nginx's and p99 <= ENGINE_P99 x nginx's.
+ENGINE_RPS = {1: 0.75, 2: 0.9}
+ENGINE_P99 = 1.3
+
+
+def request_head(headers, port=80, path="/"):
+    """The request head wrk sends with these extra fields (for its size)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"] + \
+        [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -431,10 +479,12 @@ backend be
 
     # ---- case 1: throughput ----
 
-    def wrk_run(self, port, conns, secs, pids=()):
+    def wrk_run(self, port, conns, secs, pids=(), headers=()):
         """wrk's figures, plus the CPU time pids used per request."""
-        argv = [self.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s",
-                f"http://127.0.0.1:{port}/"]
+        argv = [self.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s"]
+        for k, v in headers:
+            argv += ["-H", f"{k}: {v}"]
+        argv.append(f"http://127.0.0.1:{port}/")
         cpu0 = cpu_ticks(pids)
         r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 20,
                            stdin=subprocess.DEVNULL, preexec_fn=_child_setup)
@@ -445,53 +495,71 @@ backend be
                 out["requests"]
         return out
 
-    def case_throughput(self):
+    def case_throughput(self, variants=TP_VARIANTS):
+        """Each variant (name, request fields, cfg key of the C values) against
+        one nginx `return 200` backend: the backend alone, then each proxy
+        freshly started with 1 and 2 workers."""
         cfg = self.cfg
         fast = self.start_fast_backend()
         fast.keep = True
         try:
-            for conns in cfg["conns"]:
-                d = self.wrk_run(fast.port, conns, cfg["wrk_secs"])
-                if d["rps"] is None or d["p99_ms"] is None:
-                    raise RuntimeError(f"wrk against the backend alone gave no figures "
-                                       f"(-c{conns})")
-                self.notes.append(f"fast backend alone (nginx return 200, 1 worker), "
-                                  f"wrk -t1 -c{conns}: {d['rps']:.0f} req/s, "
-                                  f"p99 {d['p99_ms']:.2f} ms")
-            for w in cfg["tp_workers"]:
-                print(f"throughput workers={w}:", file=sys.stderr, flush=True)
-                for proxy in PROXIES:
-
-                    def go(proxy=proxy, w=w):
-                        p = self.start_proxy(proxy, w, fast.port, max(cfg["conns"]))
-                        out = {}
-                        if cfg["warmup_secs"]:
-                            self.wrk_run(p.port, cfg["conns"][0], cfg["warmup_secs"])
-                        for conns in cfg["conns"]:
-                            out[conns] = self.wrk_run(p.port, conns, cfg["wrk_secs"],
-                                                      p.pids())
-                            if out[conns]["rps"] is None:
-                                raise RuntimeError(f"wrk -c{conns} gave no figures")
-                        if p.poll() is not None:
-                            raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
-                        return out
-
-                    res = self.run_one(f"throughput w={w}", proxy, go)
-                    for conns in cfg["conns"]:
-                        d = (res or {}).get(conns, {})
-                        case = f"throughput w={w} c={conns}"
-                        self.row(case, "req/s", {proxy: d.get("rps")}, "{:.0f}")
-                        self.row(case, "p50 ms", {proxy: d.get("p50_ms")}, "{:.3f}")
-                        self.row(case, "p99 ms", {proxy: d.get("p99_ms")}, "{:.3f}")
-                        self.row(case, "proxy CPU us/request",
-                                 {proxy: d.get("cpu_us_per_req")}, "{:.1f}")
-                        self.row(case, "errors", {proxy: d.get("errors")}, "{:.0f}")
-                        if d.get("errors"):
-                            self.notes.append(f"{case} / {proxy}: {d['errors']} non-2xx "
-                                              f"responses or socket errors")
+            for name, headers, conns_key in variants:
+                if headers:
+                    self.notes.append(f"{name}: request head {len(request_head(headers))} "
+                                      f"bytes with Host (throughput: "
+                                      f"{len(request_head(()))})")
+                # The backend alone, for context (in a smoke run only for the
+                # plain GET, to keep it short).
+                if self.args.smoke and headers:
+                    continue
+                for conns in cfg[conns_key]:
+                    d = self.wrk_run(fast.port, conns, cfg["wrk_secs"], headers=headers)
+                    if d["rps"] is None or d["p99_ms"] is None:
+                        raise RuntimeError(f"wrk against the backend alone gave no figures "
+                                           f"({name}, -c{conns})")
+                    self.notes.append(f"fast backend alone (nginx return 200, 1 worker), "
+                                      f"{name}, wrk -t1 -c{conns}: {d['rps']:.0f} req/s, "
+                                      f"p99 {d['p99_ms']:.2f} ms")
+            for name, headers, conns_key in variants:
+                self.throughput_runs(fast, name, headers, cfg[conns_key])
         finally:
             fast.keep = False
             fast.stop()
+
+    def throughput_runs(self, fast, name, headers, conns_list):
+        cfg = self.cfg
+        for w in cfg["tp_workers"]:
+            print(f"{name} workers={w}:", file=sys.stderr, flush=True)
+            for proxy in PROXIES:
+
+                def go(proxy=proxy, w=w):
+                    p = self.start_proxy(proxy, w, fast.port, max(conns_list))
+                    out = {}
+                    if cfg["warmup_secs"]:
+                        self.wrk_run(p.port, conns_list[0], cfg["warmup_secs"],
+                                     headers=headers)
+                    for conns in conns_list:
+                        out[conns] = self.wrk_run(p.port, conns, cfg["wrk_secs"],
+                                                  p.pids(), headers=headers)
+                        if out[conns]["rps"] is None:
+                            raise RuntimeError(f"wrk -c{conns} gave no figures")
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
+                    return out
+
+                res = self.run_one(f"{name} w={w}", proxy, go)
+                for conns in conns_list:
+                    d = (res or {}).get(conns, {})
+                    case = f"{name} w={w} c={conns}"
+                    self.row(case, "req/s", {proxy: d.get("rps")}, "{:.0f}")
+                    self.row(case, "p50 ms", {proxy: d.get("p50_ms")}, "{:.3f}")
+                    self.row(case, "p99 ms", {proxy: d.get("p99_ms")}, "{:.3f}")
+                    self.row(case, "proxy CPU us/request",
+                             {proxy: d.get("cpu_us_per_req")}, "{:.1f}")
+                    self.row(case, "errors", {proxy: d.get("errors")}, "{:.0f}")
+                    if d.get("errors"):
+                        self.notes.append(f"{case} / {proxy}: {d['errors']} non-2xx "
+                                          f"responses or socket errors")
 
     # ---- case 2: cancellation ----
 
@@ -661,6 +729,19 @@ backend be
                     f"{cr / nr:.2f}x req/s; p99 {cp:.3f} vs {np_:.3f} ms"
                 out.append((f"{case}: req/s >= 1.0x nginx and p99 <= nginx",
                             verdict(ok), detail))
+        for name, _, conns_key in TP_VARIANTS:
+            for w in self.cfg["tp_workers"]:
+                for c in self.cfg[conns_key]:
+                    case = f"{name} w={w} c={c}"
+                    cr, nr = val(case, "req/s", "ctxproxy"), val(case, "req/s", "nginx")
+                    cp, np_ = val(case, "p99 ms", "ctxproxy"), val(case, "p99 ms", "nginx")
+                    k = ENGINE_RPS.get(w, ENGINE_RPS[max(ENGINE_RPS)])
+                    ok = None if None in (cr, nr, cp, np_) or not (nr and np_) else \
+                        (cr >= k * nr and cp <= ENGINE_P99 * np_)
+                    detail = "-" if ok is None else \
+                        f"{cr / nr:.2f}x req/s; p99 {cp / np_:.2f}x ({cp:.3f} vs {np_:.3f} ms)"
+                    out.append((f"{case}: req/s >= {k}x nginx and p99 <= {ENGINE_P99}x "
+                                f"nginx (engine)", verdict(ok), detail))
         for n in self.cfg["cancel_ns"]:
             case = f"cancel N={n}"
             cp, np_ = val(case, "p99 ms", "ctxproxy"), val(case, "p99 ms", "nginx")
@@ -721,7 +802,8 @@ backend be
               f"- tools: {tool_versions(self)}",
               f"- command: `bench/run.sh{' --smoke' if self.args.smoke else ''}` "
               f"({elapsed:.0f} s)",
-              f"- proxy workers: as in the case name for throughput, {WORKERS} for the "
+              f"- proxy workers: as in the case name for throughput and browser, "
+              f"{WORKERS} for the "
               f"other cases",
               f"- cancel rounds pooled: {self.cfg['cancel_reps']} (N: rounds; others 1)",
               f"- {getattr(self, 'idle_note', 'CPU busy before the run: ?')}; "
@@ -903,7 +985,7 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", help="write the table as Markdown here")
     ap.add_argument("--json", help="write every figure as JSON here")
-    ap.add_argument("--only", default="throughput,cancel,longpoll,stream")
+    ap.add_argument("--only", default="throughput,browser,cancel,longpoll,stream")
     ap.add_argument("--proxies", default=",".join(PROXIES), help="subset to run (debugging)")
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
@@ -941,11 +1023,13 @@ def main():
     t0 = time.monotonic()
     try:
         cases = args.only.split(",")
-        if "throughput" in cases:
+        variants = [v for v in TP_VARIANTS if v[0] in cases]
+        if variants:
             try:
-                b.case_throughput()
+                b.case_throughput(variants)
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                b.record("throughput", "all", error=f"{type(e).__name__}: {e}")
+                b.record(",".join(v[0] for v in variants), "all",
+                         error=f"{type(e).__name__}: {e}")
         if "cancel" in cases:
             b.case_cancel()
         if "longpoll" in cases:
