@@ -316,8 +316,10 @@ http {{
                            "-c", conf, "-g", f"daemon off; pid {self.tmp}/{name}.pid;"],
                     self.tmp, stop_sig=signal.SIGTERM)
 
-    def start_proxy(self, kind, workers, bport, conns, nginx_extra=""):
-        """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients."""
+    def start_proxy(self, kind, workers, bport, conns, nginx_extra="", wrap=(), wait_s=5.0):
+        """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients.
+        ctxproxy only: `wrap` is put before its argv (valgrind, for
+        bench/profile.py), and it gets `wait_s` seconds to start listening."""
         name = self.name(kind)
         conf = os.path.join(self.tmp, name + ".conf")
         if kind == "ctxproxy":
@@ -332,8 +334,8 @@ access_log = "off";
 defaults = {{ connect_timeout_ms = 5000; timeout_ms = 600000; }};
 routes = ( {{ name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bport}"; }} );
 """)
-            p = Proc(name, [CTXPROXY, "-c", conf], self.tmp)
-            deadline = time.monotonic() + 5
+            p = Proc(name, list(wrap) + [CTXPROXY, "-c", conf], self.tmp)
+            deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and p.poll() is None and p.port is None:
                 with open(p.err_path, errors="replace") as f:
                     m = re.search(r"msg=listening addr=127\.0\.0\.1:(\d+)", f.read())
@@ -341,7 +343,7 @@ routes = ( {{ name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bport}
                     p.port = int(m.group(1))
                 else:
                     time.sleep(0.01)
-            if p.port is None or not wait_port(p.port, p):
+            if p.port is None or not wait_port(p.port, p, wait_s):
                 p.stop()
                 raise RuntimeError(f"ctxproxy did not start: {p.err_tail()}")
             return p
