@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """profile.py - instructions and system calls per request of ctxproxy; run through bench/profile.sh.
 
-usage: profile.py [--n N] [--warmup W] [--conns C] [--out FILE.md]
+usage: profile.py [--n N] [--warmup W] [--conns C] [--out FILE.md] [--ctxproxy BINARY]
 
 ctxproxy with 1 worker (bench.py's configuration) in front of bench.py's
 nginx `return 200` backend; a client in this script sends keep-alive GETs
@@ -171,6 +171,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--out", help="also write the table here (Markdown)")
+    ap.add_argument("--ctxproxy", default=bench.CTXPROXY,
+                    help="the binary to profile (default: build/ctxproxy), e.g. an older build")
     args = ap.parse_args()
 
     def on_signal(sig, _frame):
@@ -184,6 +186,7 @@ def main():
     os.mkdir(cgtmp)
     b = bench.Bench(argparse.Namespace(smoke=False, proxies="ctxproxy,nginx"), bench.FULL, tmp)
     missing = [n for n in ("valgrind", "strace", "nginx") if not bench.which(n)]
+    bench.CTXPROXY = os.path.abspath(args.ctxproxy)
     if missing or not os.access(bench.CTXPROXY, os.X_OK):
         print(f"profile: missing: {', '.join(missing) or 'build/ctxproxy'}", file=sys.stderr)
         return 2

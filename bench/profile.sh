@@ -1,7 +1,7 @@
 #!/bin/sh
 # profile.sh - instructions (callgrind) and system calls (strace -c) per request
 # of ctxproxy with 1 worker, small GET and browser heads (see bench/profile.py).
-# usage: bench/profile.sh [--n N] [--warmup W] [--conns C] [--out FILE.md]
+# usage: bench/profile.sh [--n N] [--warmup W] [--conns C] [--out FILE.md] [--ctxproxy BINARY]
 # Needs valgrind, strace and nginx, and build/ctxproxy (built here if
 # missing). Takes 1-2 minutes; prints a Markdown table.
 set -u
