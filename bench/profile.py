@@ -18,7 +18,7 @@ two request heads: wrk's (`GET /` and Host) and bench.py's BROWSER_HEADERS.
   errors (EAGAIN); the same for nginx as a proxy (its worker, same
   settings as bench.py's) for comparison.
 RSS per held request is the long-poll case of bench/run.sh.
-Prints a Markdown table; takes 1-2 minutes.
+Prints a Markdown table; takes ~20 s on a quiet machine, under a minute on a busy one.
 """
 import argparse
 import os

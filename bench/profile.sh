@@ -3,7 +3,7 @@
 # of ctxproxy with 1 worker, small GET and browser heads (see bench/profile.py).
 # usage: bench/profile.sh [--n N] [--warmup W] [--conns C] [--out FILE.md] [--ctxproxy BINARY]
 # Needs valgrind, strace and nginx, and build/ctxproxy (built here if
-# missing). Takes 1-2 minutes; prints a Markdown table.
+# missing). Takes ~20 s (under a minute on a busy machine); prints a Markdown table.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
