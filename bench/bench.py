@@ -331,6 +331,7 @@ client_idle_timeout_ms = 300000;
 max_body_bytes = 4294967296L;
 shutdown_grace_ms = 200;
 access_log = "off";
+upstream_keepalive = 1024;
 defaults = {{ connect_timeout_ms = 5000; timeout_ms = 600000; }};
 routes = ( {{ name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bport}"; }} );
 """)

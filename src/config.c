@@ -947,7 +947,7 @@ static struct config *config_new(const char *name)
 	cfg->client_idle_timeout_ms = 60000;
 	cfg->max_body_bytes = 104857600;
 	cfg->shutdown_grace_ms = 10000;
-	cfg->upstream_keepalive = 64;
+	cfg->upstream_keepalive = 256;
 	cfg->upstream_keepalive_timeout_ms = 60000;
 	cfg->defaults.connect_timeout_ms = 1000;
 	cfg->defaults.timeout_ms = 30000;

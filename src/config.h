@@ -58,7 +58,7 @@ struct config {
 	char *access_log_format;        /* "logfmt" or "json" */
 	char *deadline_header;          /* "" disables; default X-Request-Timeout-Ms */
 	int upstream_keepalive;         /* idle connections kept per worker and
-					   upstream server; default 64, 0 = none */
+					   upstream server; default 256, 0 = none */
 	int64_t upstream_keepalive_timeout_ms; /* default 60000 */
 	struct config_timeouts defaults;
 	struct config_route *routes;

@@ -498,12 +498,11 @@ class Reuse(EngineTest):
 
 class Pool(EngineTest):
     """The upstream pool of the new engine: upstream_keepalive (idle
-    connections kept per worker and upstream server, default 64) and
-    upstream_keepalive_timeout_ms (how long one is kept, default 60000).
-    Today's engine refuses these keys: every test here fails until it lands."""
+    connections kept per worker and upstream server, default 256) and
+    upstream_keepalive_timeout_ms (how long one is kept, default 60000)."""
 
     def test_defaults_accepted(self):
-        backend, proxy = self.setup_pair(upstream_keepalive=64,
+        backend, proxy = self.setup_pair(upstream_keepalive=256,
                                          upstream_keepalive_timeout_ms=60000)
         self.assertEqual(self.client(proxy).request("GET", "/fast").status, 200)
 
