@@ -65,15 +65,18 @@ static int64_t min64(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
+/* "now" is read after the deadlines: a part that wants to run at once
+ * answers with its own "now", which must not round up to a 1 ms sleep. */
 static int worker_wait_ms(struct worker *w)
 {
-	int64_t at, now = ctx_now_ns(), ms;
+	int64_t at, now, ms;
 
 	at = min64(ctx_next_deadline(w->root), upstream_next_timer(w->up));
 	at = min64(at, front_next_timeout(w->front));
 	at = min64(at, log_buf_deadline(w->log));
 	if (at == CTX_NO_DEADLINE)
 		return -1;
+	now = ctx_now_ns();
 	if (at <= now)
 		return 0;
 	ms = (at - now + 999999) / 1000000;
