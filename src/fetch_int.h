@@ -12,7 +12,10 @@
 #include "upstream.h"
 
 #define FETCH_BUF_SIZE UPSTREAM_BUF_SIZE  /* each direction, taken lazily */
-#define FETCH_HEAD_INLINE 1024            /* most request heads fit */
+/* A short request head fits in the fetch (a browser's ~1 KiB gets a
+ * block of its own); more would cost every held request its memory:
+ * 1 KiB here measured 12.3 KiB per held long-poll, 512 bytes 11.8. */
+#define FETCH_HEAD_INLINE 512
 #define FETCH_RESUME_ROOM (16 * 1024)     /* read again once this is free */
 /* The tail of the head written when the request goes out: the deadline
  * field's ": ", up to 20 digits and CRLF, then the empty line. */
