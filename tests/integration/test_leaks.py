@@ -1,5 +1,6 @@
-"""test_leaks.py - abandoned requests leave no file descriptors behind in the proxy."""
+"""test_leaks.py - abandoned requests and pooled upstream connections leave no file descriptors behind in the proxy."""
 
+import os
 import time
 import unittest
 
@@ -56,6 +57,62 @@ class Leaks(ProxyTest):
         after = self._settled_fds(proxy, before, 5.0)
         self.assertLessEqual(after, before, "proxy fds: %d before, %d after" % (before, after))
         self.assertTrue(proxy.alive())
+
+    def test_pooled_connections_come_back(self):
+        """100 requests at once open 100 upstream connections: past the
+        pool's cap they close as their responses end, the rest when they
+        idle past upstream_keepalive_timeout_ms; the proxy's descriptors
+        return to where they were."""
+        n, cap = 100, 8
+        backend, proxy = self.setup_pair(workers=1, upstream_keepalive=cap,
+                                         upstream_keepalive_timeout_ms=5000)
+        # A first request brings up what stays (libcurl's own descriptors);
+        # its upstream connection then waits in the pool.
+        warm = self.client(proxy)
+        self.assertEqual(warm.request("GET", "/fast").status, 200)
+        warm_conn = backend.wait(ev="request")["conn"]
+        with_client = proxy.fd_count()
+        warm.close()
+        self.clients = []
+        before = self._settled_fds(proxy, with_client - 1, 5.0) - 1
+        mark = backend.mark()
+        clients = [self.client(proxy) for _ in range(n)]
+        for i, c in enumerate(clients):
+            c.send_request("GET", "/slow?ms=300&i=%d" % i)
+        for c in clients:
+            self.assertEqual(c.read_response().status, 200)
+            c.close()
+        self.clients = []
+        conns = {e["conn"] for e in backend.find(ev="open", start=mark)}
+        conns.add(warm_conn)
+        self.assertGreaterEqual(len(conns), n)
+        # Those past the cap close with their responses, well before the
+        # idle timeout (5 s) could close them.
+        closed = backend.wait_count(len(conns) - cap,
+                                    lambda e: e.get("conn") in conns, timeout=4.0,
+                                    start=mark, ev="close", by="peer")
+        pooled = self._settled_fds(proxy, before + cap, 10.0)
+        self.assertLessEqual(pooled, before + cap, "fds with the pool full")
+        # The cap's connections go once they idle past the timeout.
+        backend.wait_count(len(conns), lambda e: e.get("conn") in conns,
+                           timeout=20.0, start=mark, ev="close", by="peer")
+        self.assertGreaterEqual(len(closed), len(conns) - cap)
+        after = self._settled_fds(proxy, before, 10.0)
+        self.assertLessEqual(after, before, "proxy fds: %d before, %d after: %s"
+                             % (before, after, self._fds(proxy)))
+        self.assertTrue(proxy.alive())
+
+    @staticmethod
+    def _fds(proxy):
+        """What the proxy's descriptors are, for a failure message."""
+        d = "/proc/%d/fd" % proxy.proc.pid
+        out = []
+        for name in sorted(os.listdir(d)):
+            try:
+                out.append(os.readlink(os.path.join(d, name)))
+            except OSError:
+                pass
+        return out
 
 
 if __name__ == "__main__":
