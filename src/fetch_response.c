@@ -1,35 +1,59 @@
-/* fetch_response.c - the response side of an upstream exchange: heads parsed, the body decoded in place and handed to the client side. */
+/* fetch_response.c - an upstream response being read: heads parsed, the body decoded in place, the payload handed out; the fetch's life is fetch.c's. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "fetch_int.h"
+#include "context.h"
+#include "fetch_response.h"
 #include "h1.h"
 #include "headers.h"
 #include "upstream.h"
 
-static int hdr_reserve(struct fetch *f, size_t need)
+#define RESP_BUF_SIZE UPSTREAM_BUF_SIZE
+
+void fetch_resp_init(struct fetch_resp *r, bool head_request)
 {
-	size_t cap = f->hdr_cap ? f->hdr_cap : 1024;
+	memset(r, 0, sizeof(*r));
+	r->head_request = head_request;
+	r->content_length = -1;
+}
+
+void fetch_resp_free(struct fetch_resp *r, struct upstream *up)
+{
+	upstream_buf_put(up, r->buf.data);
+	r->buf.data = NULL;
+	free(r->hdr);
+	r->hdr = NULL;
+}
+
+void fetch_buf_compact(struct fetch_buf *b)
+{
+	if (b->off && b->len)
+		memmove(b->data, b->data + b->off, b->len);
+	b->off = 0;
+}
+
+static int hdr_reserve(struct fetch_resp *r, size_t need)
+{
+	size_t cap = r->hdr_cap ? r->hdr_cap : 1024;
 	char *p;
 
-	if (f->hdr_len + need <= f->hdr_cap)
+	if (r->hdr_len + need <= r->hdr_cap)
 		return 0;
-	while (cap < f->hdr_len + need)
+	while (cap < r->hdr_len + need)
 		cap *= 2;
-	p = realloc(f->hdr, cap);
+	p = realloc(r->hdr, cap);
 	if (!p)
 		return -ENOMEM;
-	f->hdr = p;
-	f->hdr_cap = cap;
+	r->hdr = p;
+	r->hdr_cap = cap;
 	return 0;
 }
 
 /* Keep the fields the client may see, as "name\0value\0" pairs (MHD
  * takes C strings): not hop-by-hop, not named by the response's
  * Connection. */
-static int fetch_take_head(struct fetch *f, const struct h1_head *h)
+static int resp_take_head(struct fetch_resp *r, const struct h1_head *h)
 {
 	const struct headers_field *fl;
 	char *p;
@@ -39,207 +63,186 @@ static int fetch_take_head(struct fetch *f, const struct h1_head *h)
 		fl = &h->f[i];
 		if (!headers_response_forwarded(fl, h->f, h->n))
 			continue;
-		if (hdr_reserve(f, fl->name_len + fl->value_len + 2) < 0)
+		if (hdr_reserve(r, fl->name_len + fl->value_len + 2) < 0)
 			return -ENOMEM;
-		p = f->hdr + f->hdr_len;
+		p = r->hdr + r->hdr_len;
 		memcpy(p, fl->name, fl->name_len);
 		p[fl->name_len] = '\0';
 		memcpy(p + fl->name_len + 1, fl->value, fl->value_len);
 		p[fl->name_len + 1 + fl->value_len] = '\0';
-		f->hdr_len += fl->name_len + fl->value_len + 2;
-		f->nhdr++;
+		r->hdr_len += fl->name_len + fl->value_len + 2;
+		r->nhdr++;
 	}
 	return 0;
 }
 
-/* Decode body bytes just read at p (the end of the payload buffer), in
- * place.  False when the body is malformed (refused). */
-static bool fetch_decode(struct fetch *f, char *p, size_t n)
+/* Decode body bytes just read at p (the end of the payload), in place. */
+static unsigned resp_decode(struct fetch_resp *r, char *p, size_t n,
+			    const char **why)
 {
-	struct fbuf *b = &f->downbuf;
-	const char *why = NULL;
 	size_t out = 0;
 	ssize_t used;
 
-	used = h1_body_decode(&f->body, p, n, p, &out, &why);
-	if (used < 0) {
-		fetch_refuse(f, why);
-		return false;
-	}
+	used = h1_body_decode(&r->body, p, n, p, &out, why);
+	if (used < 0)
+		return FETCH_RESP_REFUSED;
 	if ((size_t)used < n)
-		f->keep_alive = false;       /* bytes after the response */
-	b->len += out;
-	if (out) {
-		f->last_read_ns = ctx_now_ns();
-		fetch_notify(f, FETCH_PEND_BODY);
-	}
-	return true;
+		r->keep_alive = false;       /* bytes after the response */
+	r->buf.len += out;
+	if (!out)
+		return 0;
+	r->last_read_ns = ctx_now_ns();
+	return FETCH_RESP_BODY;
 }
 
 /* The final head: what the client will see, and the body's framing. */
-static void fetch_final_head(struct fetch *f, struct h1_head *h, size_t end)
+static unsigned resp_final_head(struct fetch_resp *r, struct h1_head *h,
+				size_t end, const char **why)
 {
-	struct fbuf *b = &f->downbuf;
-	const char *why = NULL;
+	struct fetch_buf *b = &r->buf;
 	size_t rest = b->len - end;
 
 	if (h->status == 101) {
-		fetch_refuse(f, "101 Switching Protocols to a request without Upgrade");
-		return;
+		*why = "101 Switching Protocols to a request without Upgrade";
+		return FETCH_RESP_REFUSED;
 	}
-	if (h1_body_init(&f->body, h, f->head_request, &why) < 0) {
-		fetch_refuse(f, why);
-		return;
+	if (h1_body_init(&r->body, h, r->head_request, why) < 0)
+		return FETCH_RESP_REFUSED;
+	if (resp_take_head(r, h) < 0) {
+		*why = "out of memory";
+		return FETCH_RESP_REFUSED;
 	}
-	if (fetch_take_head(f, h) < 0) {
-		fetch_refuse(f, "out of memory");
-		return;
-	}
-	f->status = h->status;
-	f->content_length = f->body.length;
-	f->keep_alive = h->keep_alive;
-	f->head_done = true;
-	f->head_ns = f->last_read_ns = ctx_now_ns();
+	r->status = h->status;
+	r->content_length = r->body.length;
+	r->keep_alive = h->keep_alive;
+	r->head_done = true;
+	r->head_ns = r->last_read_ns = ctx_now_ns();
 	memmove(b->data, b->data + end, rest);
 	b->off = b->len = 0;
-	fetch_phase_arm(f, f->rq.timeouts->idle_timeout_ms,
-			CTX_CAUSE_IDLE_TIMEOUT);
-	fetch_notify(f, FETCH_PEND_HEAD);
-	if (rest)
-		fetch_decode(f, b->data, rest);
+	return FETCH_RESP_HEAD | (rest ? resp_decode(r, b->data, rest, why) : 0);
 }
 
 /* Where the head in the buffer ends (0: not yet).  Only the new bytes are
  * scanned, with the two before them, since a head's end ("\n\n" or
  * "\n\r\n") may straddle reads: a head trickled a byte at a time costs
  * linear time, not quadratic. */
-static ssize_t fetch_head_end(struct fetch *f)
+static ssize_t resp_head_end(struct fetch_resp *r)
 {
-	struct fbuf *b = &f->downbuf;
-	size_t from = f->head_scanned > 2 ? f->head_scanned - 2 : 0;
+	struct fetch_buf *b = &r->buf;
+	size_t from = r->head_scanned > 2 ? r->head_scanned - 2 : 0;
 	ssize_t end = h1_head_end(b->data + from, b->len - from);
 
-	f->head_scanned = b->len;
+	r->head_scanned = b->len;
 	return end > 0 ? end + (ssize_t)from : end;
 }
 
 /* Heads in the buffer: interim ones (1xx) are skipped, the final one
  * taken.  A head that does not fit the buffer is refused. */
-static void fetch_parse_heads(struct fetch *f)
+static unsigned resp_parse_heads(struct fetch_resp *r, const char **why)
 {
-	struct fbuf *b = &f->downbuf;
+	struct fetch_buf *b = &r->buf;
 	struct h1_head h;
-	const char *why = NULL;
 	ssize_t end;
 
-	while (f->running && !f->head_done) {
-		end = fetch_head_end(f);
-		if (end == 0 && b->len < FETCH_BUF_SIZE)
-			return;
+	for (;;) {
+		end = resp_head_end(r);
+		if (end == 0 && b->len < RESP_BUF_SIZE)
+			return 0;
 		if (end <= 0) {
-			fetch_refuse(f, "response head too large");
-			return;
+			*why = "response head too large";
+			return FETCH_RESP_REFUSED;
 		}
-		if (h1_parse_head(b->data, (size_t)end, &h, &why) < 0) {
-			fetch_refuse(f, why);
-			return;
-		}
-		if (!h1_is_interim(h.status)) {
-			fetch_final_head(f, &h, (size_t)end);
-			return;
-		}
+		if (h1_parse_head(b->data, (size_t)end, &h, why) < 0)
+			return FETCH_RESP_REFUSED;
+		if (!h1_is_interim(h.status))
+			return resp_final_head(r, &h, (size_t)end, why);
 		memmove(b->data, b->data + end, b->len - (size_t)end);
 		b->len -= (size_t)end;
-		f->head_scanned = 0;
+		r->head_scanned = 0;
 	}
 }
 
-/* Until the head is in: EOF or a reset before any byte may be a dead
- * kept-alive connection (fetch_conn_died); after some, a 502. */
-static void fetch_read_head(struct fetch *f)
+/* Until the head is in.  EOF or a reset before any byte may be a dead
+ * kept-alive connection (FETCH_RESP_DIED); after some, a 502. */
+static unsigned resp_read_head(struct fetch_resp *r, struct uconn *c,
+			       const char **why)
 {
-	struct fbuf *b = &f->downbuf;
+	struct fetch_buf *b = &r->buf;
+	unsigned got = 0;
 	ssize_t n;
 
-	while (f->running && !f->head_done) {
-		n = uconn_recv(f->conn, b->data + b->len,
-			       FETCH_BUF_SIZE - b->len);
+	while (!r->head_done && !(got & FETCH_RESP_END)) {
+		n = uconn_recv(c, b->data + b->len, RESP_BUF_SIZE - b->len);
 		if (n == -EAGAIN)
-			return;
-		if (n <= 0 && !f->got_bytes) {
-			fetch_conn_died(f);
-			return;
-		}
+			break;
+		if (n <= 0 && !r->got_bytes)
+			return FETCH_RESP_DIED;
 		if (n <= 0) {
-			fetch_refuse(f, "connection closed within the response head");
-			return;
+			*why = "connection closed within the response head";
+			return FETCH_RESP_REFUSED;
 		}
-		f->got_bytes = true;
+		r->got_bytes = true;
 		b->len += (size_t)n;
-		fetch_parse_heads(f);
+		got |= resp_parse_heads(r, why);
 	}
+	return got;
 }
 
 /* The body, into what the client has not taken yet: reading stops while
- * the buffer is full (the client reads slowly) and goes on from
- * fetch_recv. */
-static void fetch_read_body(struct fetch *f)
+ * the buffer is full (the client reads slowly) and goes on when
+ * fetch_resp_take made room. */
+static unsigned resp_read_body(struct fetch_resp *r, struct uconn *c,
+			       const char **why)
 {
-	struct fbuf *b = &f->downbuf;
+	struct fetch_buf *b = &r->buf;
+	unsigned got = 0;
 	ssize_t n;
 	char *p;
 
-	while (f->running) {
-		if (f->body.done) {
-			fetch_finish(f);
-			return;
-		}
-		if (b->off + b->len == FETCH_BUF_SIZE) {
+	while (!r->body.done && !(got & FETCH_RESP_END)) {
+		if (b->off + b->len == RESP_BUF_SIZE) {
 			if (!b->off) {
-				f->recv_paused = true;
-				return;
+				r->paused = true;
+				return got;
 			}
 			fetch_buf_compact(b);
 		}
 		p = b->data + b->off + b->len;
-		n = uconn_recv(f->conn, p, FETCH_BUF_SIZE - b->off - b->len);
+		n = uconn_recv(c, p, RESP_BUF_SIZE - b->off - b->len);
 		if (n == -EAGAIN)
-			return;
-		if (n == 0 && h1_body_eof(&f->body) == 0)
-			continue;                  /* until close: done */
-		if (n <= 0) {
-			ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
-			return;
-		}
-		if (!fetch_decode(f, p, (size_t)n))
-			return;
+			return got;
+		if (n == 0 && h1_body_eof(&r->body) == 0)
+			break;                     /* until close: done */
+		if (n <= 0)
+			return got | FETCH_RESP_CUT;
+		got |= resp_decode(r, p, (size_t)n, why);
 	}
+	return (got & FETCH_RESP_END) ? got : got | FETCH_RESP_DONE;
 }
 
-void fetch_read(struct fetch *f)
+unsigned fetch_resp_read(struct fetch_resp *r, struct uconn *c,
+			 struct upstream *up, const char **why)
 {
-	if (!f->downbuf.data) {
-		f->downbuf.data = upstream_buf_get(f->up);
-		if (!f->downbuf.data) {
-			ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
-			return;
+	unsigned got = 0;
+
+	if (!r->buf.data) {
+		r->buf.data = upstream_buf_get(up);
+		if (!r->buf.data) {
+			*why = "out of memory";
+			return FETCH_RESP_REFUSED;
 		}
 	}
-	if (!f->head_done)
-		fetch_read_head(f);
-	if (f->head_done)
-		fetch_read_body(f);
+	if (!r->head_done)
+		got = resp_read_head(r, c, why);
+	if (r->head_done && !(got & FETCH_RESP_END))
+		got |= resp_read_body(r, c, why);
+	return got;
 }
 
-ssize_t fetch_recv(struct fetch *f, char *buf, size_t len)
+size_t fetch_resp_take(struct fetch_resp *r, char *buf, size_t len)
 {
-	struct fbuf *b = &f->downbuf;
+	struct fetch_buf *b = &r->buf;
 
-	if (b->len == 0) {
-		if (!f->ended)
-			return FETCH_RECV_AGAIN;
-		return f->ok ? FETCH_RECV_END : FETCH_RECV_ABORTED;
-	}
 	if (len > b->len)
 		len = b->len;
 	memcpy(buf, b->data + b->off, len);
@@ -247,39 +250,13 @@ ssize_t fetch_recv(struct fetch *f, char *buf, size_t len)
 	b->len -= len;
 	if (b->len == 0)
 		b->off = 0;
-	if (f->recv_paused && FETCH_BUF_SIZE - b->len >= FETCH_RESUME_ROOM) {
-		f->recv_paused = false;
-		f->last_read_ns = ctx_now_ns();
-		if (f->running)
-			fetch_read(f);       /* edge-triggered: nothing new fires */
-	}
-	return (ssize_t)len;
+	return len;
 }
 
-int fetch_status(const struct fetch *f)
+void fetch_resp_header(const struct fetch_resp *r, size_t i,
+		       const char **name, const char **value)
 {
-	return f->head_done ? f->status : 0;
-}
-
-int64_t fetch_content_length(const struct fetch *f)
-{
-	return f->content_length;
-}
-
-bool fetch_has_head(const struct fetch *f)
-{
-	return f->head_done;
-}
-
-size_t fetch_header_count(const struct fetch *f)
-{
-	return f->nhdr;
-}
-
-void fetch_header(const struct fetch *f, size_t i, const char **name,
-		  const char **value)
-{
-	const char *p = f->hdr;
+	const char *p = r->hdr;
 
 	for (; i > 0; i--) {
 		p += strlen(p) + 1;
@@ -287,15 +264,4 @@ void fetch_header(const struct fetch *f, size_t i, const char **name,
 	}
 	*name = p;
 	*value = p + strlen(p) + 1;
-}
-
-size_t fetch_header_bytes(const struct fetch *f)
-{
-	return f->hdr_len + 2 * f->nhdr;     /* NUL, NUL -> ": ", CRLF */
-}
-
-const char *fetch_peek(const struct fetch *f, size_t *len)
-{
-	*len = f->downbuf.len;
-	return f->downbuf.data ? f->downbuf.data + f->downbuf.off : "";
 }
