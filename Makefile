@@ -67,7 +67,7 @@ $(FLAGS_STAMP): FORCE | $(B)/obj
 FORCE:
 
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h) $(FLAGS_STAMP) | $(B)/obj
-	$(CC) $(ALL_CFLAGS) -MMD -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(B)/ctxproxy: $(OBJS)
 	$(CC) -o $@ $(OBJS) $(ALL_LDFLAGS) $(PKG_LIBS)

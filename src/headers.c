@@ -6,10 +6,18 @@
 
 #include "headers.h"
 
-static const char *const hop_fields[] = {
-	"connection", "keep-alive", "proxy-connection", "te", "trailer",
-	"transfer-encoding", "upgrade", "proxy-authorization",
-	"proxy-authenticate", "content-length",
+/* A field name with its length, so most comparisons end at the length. */
+struct fname {
+	const char *s;
+	size_t len;
+};
+#define FN(lit) { lit, sizeof(lit) - 1 }
+
+static const struct fname hop_fields[] = {
+	FN("connection"), FN("keep-alive"), FN("proxy-connection"), FN("te"),
+	FN("trailer"), FN("transfer-encoding"), FN("upgrade"),
+	FN("proxy-authorization"), FN("proxy-authenticate"),
+	FN("content-length"),
 };
 
 static bool field_is_hop(const struct headers_field *f);
@@ -46,30 +54,34 @@ bool headers_list_has(const char *list, const char *name)
 					  strlen(name));
 }
 
+/* RFC 9110 tchar, one lookup a byte: every field name of every request
+ * passes through here. */
+static const bool tchar[256] = {
+	['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
+	['!'] = true, ['#'] = true, ['$'] = true, ['%'] = true, ['&'] = true,
+	['\''] = true, ['*'] = true, ['+'] = true, ['-'] = true, ['.'] = true,
+	['^'] = true, ['_'] = true, ['`'] = true, ['|'] = true, ['~'] = true,
+};
+
 bool headers_is_token(const char *s, size_t n)
 {
-	static const char extra[] = "!#$%&'*+-.^_`|~";
 	size_t i;
-	unsigned char c;
 
 	if (n == 0)
 		return false;
-	for (i = 0; i < n; i++) {
-		c = (unsigned char)s[i];
-		if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-		    (c >= 'A' && c <= 'Z'))
-			continue;
-		if (c == '\0' || !strchr(extra, c))
+	for (i = 0; i < n; i++)
+		if (!tchar[(unsigned char)s[i]])
 			return false;
-	}
 	return true;
 }
 
-static bool name_is(const struct headers_field *f, const char *name)
+static bool name_is_n(const struct headers_field *f, const char *name,
+		      size_t len)
 {
-	return f->name_len == strlen(name) &&
-	       strncasecmp(f->name, name, f->name_len) == 0;
+	return f->name_len == len && strncasecmp(f->name, name, len) == 0;
 }
+
+#define NAME_IS(f, lit) name_is_n((f), lit, sizeof(lit) - 1)
 
 /* Parse a Content-Length value: digits only (no sign, no list), at most
  * 18 of them so it cannot overflow. */
@@ -110,14 +122,14 @@ static int framing_add(const struct headers_field *f,
 {
 	long long len;
 
-	if (name_is(f, "content-length")) {
+	if (NAME_IS(f, "content-length")) {
 		if (!parse_length(f->value, f->value_len, &len) ||
 		    (fr->content_length >= 0 && fr->content_length != len)) {
 			*why = "bad content-length";
 			return -EINVAL;
 		}
 		fr->content_length = len;
-	} else if (name_is(f, "transfer-encoding")) {
+	} else if (NAME_IS(f, "transfer-encoding")) {
 		(*nte)++;
 		if (f->value_len != 7 ||
 		    strncasecmp(f->value, "chunked", 7) != 0) {
@@ -141,7 +153,7 @@ int headers_check_request(const char *version, const struct headers_field *f,
 		if (field_check(&f[i], why) < 0 ||
 		    framing_add(&f[i], fr, &nte, why) < 0)
 			return -EINVAL;
-		if (name_is(&f[i], "host"))
+		if (NAME_IS(&f[i], "host"))
 			nhost++;
 	}
 	if (nte > 1) {
@@ -277,18 +289,18 @@ int headers_check_line_layout(const char *method, const char *target,
 }
 
 /* Fields the proxy sets itself, so never copied from the client. */
-static const char *const own_fields[] = {
-	"host", "expect", "x-request-id", "x-forwarded-for",
-	"x-forwarded-proto", "x-forwarded-host", "via",
+static const struct fname own_fields[] = {
+	FN("host"), FN("expect"), FN("x-request-id"), FN("x-forwarded-for"),
+	FN("x-forwarded-proto"), FN("x-forwarded-host"), FN("via"),
 };
 
-static bool field_in(const struct headers_field *f, const char *const *set,
+static bool field_in(const struct headers_field *f, const struct fname *set,
 		     size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (name_is(f, set[i]))
+		if (name_is_n(f, set[i].s, set[i].len))
 			return true;
 	return false;
 }
@@ -300,7 +312,7 @@ static bool field_named_in(const struct headers_field *f,
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (name_is(&in[i], "connection") &&
+		if (NAME_IS(&in[i], "connection") &&
 		    headers_list_has_n(in[i].value, in[i].value_len, f->name,
 				       f->name_len))
 			return true;
@@ -325,16 +337,18 @@ bool headers_proxy_managed(const char *name)
 	return field_managed(&f);
 }
 
+/* has_conn: the client sent a Connection field (most do not, and then
+ * no field needs the lists searched). */
 static bool field_forwarded(const struct headers_field *f,
-			    const struct headers_upstream *u,
-			    const struct headers_field *in, size_t n)
+			    const struct headers_upstream *u, size_t dl_len,
+			    const struct headers_field *in, size_t n,
+			    bool has_conn)
 {
 	if (field_managed(f))
 		return false;
-	if (u->deadline_header && *u->deadline_header &&
-	    name_is(f, u->deadline_header))
+	if (dl_len && name_is_n(f, u->deadline_header, dl_len))
 		return false;
-	return !field_named_in(f, in, n);
+	return !has_conn || !field_named_in(f, in, n);
 }
 
 static int emit_str(headers_emit_fn emit, void *arg, const char *name,
@@ -352,13 +366,13 @@ static int emit_xff(const struct headers_field *in, size_t n,
 	int rc;
 
 	for (i = 0; i < n; i++)
-		if (name_is(&in[i], "x-forwarded-for"))
+		if (NAME_IS(&in[i], "x-forwarded-for"))
 			len += in[i].value_len + 2;
 	buf = malloc(len);
 	if (!buf)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		if (!name_is(&in[i], "x-forwarded-for") || !in[i].value_len)
+		if (!NAME_IS(&in[i], "x-forwarded-for") || !in[i].value_len)
 			continue;
 		memcpy(buf + off, in[i].value, in[i].value_len);
 		off += in[i].value_len;
@@ -398,11 +412,15 @@ int headers_rewrite_request(const struct headers_field *in, size_t n,
 			    const struct headers_upstream *u,
 			    headers_emit_fn emit, void *arg)
 {
+	size_t dl_len = u->deadline_header ? strlen(u->deadline_header) : 0;
+	bool has_conn = false;
 	size_t i;
 	int rc;
 
+	for (i = 0; i < n && !has_conn; i++)
+		has_conn = NAME_IS(&in[i], "connection");
 	for (i = 0; i < n; i++) {
-		if (!field_forwarded(&in[i], u, in, n))
+		if (!field_forwarded(&in[i], u, dl_len, in, n, has_conn))
 			continue;
 		rc = emit(arg, in[i].name, in[i].name_len, in[i].value,
 			  in[i].value_len);
