@@ -1,4 +1,4 @@
-/* worker.c - one event-loop thread: its MHD daemons, curl multi and contexts. */
+/* worker.c - one event-loop thread: its MHD daemons, upstream connections and contexts. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -83,8 +83,9 @@ static int worker_wait_ms(struct worker *w)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-/* After waiting: expire deadlines, fire curl's timer, then let MHD and
- * curl hand work to each other until both are quiet (bounded). */
+/* After waiting: expire deadlines, fire the upstream timer (libcurl's
+ * connects, idle connections), then let MHD and the upstream side hand
+ * work to each other until both are quiet (bounded). */
 static void worker_tick(struct worker *w)
 {
 	int64_t now = ctx_now_ns();

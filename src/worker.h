@@ -1,4 +1,4 @@
-/* worker.h - one event-loop thread: its MHD daemons, curl multi and contexts. */
+/* worker.h - one event-loop thread: its MHD daemons, upstream connections and contexts. */
 #ifndef CTXPROXY_WORKER_H
 #define CTXPROXY_WORKER_H
 
