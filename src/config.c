@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config_syntax.h"
+#include "config_text.h"
 #include "headers.h"
 
 #define STR_(x) #x
@@ -20,10 +22,6 @@
 
 /* Keeps now + timeout far from int64 nanosecond overflow (~24.8 days). */
 #define TIMEOUT_MAX_MS ((int64_t)INT32_MAX)
-/* A config file is small; this only stops `-c /dev/zero` eating memory. */
-#define FILE_MAX_BYTES ((size_t)16 << 20)
-/* libconfig's own nesting limit */
-#define INCLUDE_DEPTH_MAX 10
 
 struct loader {
 	const char *name;       /* FILE in messages when libconfig has none */
@@ -31,7 +29,6 @@ struct loader {
 	int nerr;
 	struct config *cfg;
 	const config_setting_t *routes;  /* parsed after defaults, wherever it is */
-	bool unreadable;        /* an @include that would make libconfig exit() */
 };
 
 enum key_kind { KEY_INT, KEY_INT64, KEY_BOOL, KEY_STRING, KEY_CUSTOM };
@@ -90,114 +87,6 @@ static char *dup_or_complain(struct loader *ld, const config_setting_t *s,
 	if (!copy)
 		complain(ld, s, "out of memory");
 	return copy;
-}
-
-/* ---- syntax helpers shared by listen, admin, upstream and host ---- */
-
-/* Exactly 1-5 digits, so "080" is fine but "+80" and "8 0" are not. */
-static bool parse_port(const char *s, size_t len, int min, int *port)
-{
-	long v = 0;
-	size_t i;
-
-	if (len == 0 || len > 5)
-		return false;
-	for (i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v < min || v > 65535)
-		return false;
-	*port = (int)v;
-	return true;
-}
-
-static bool is_ipv6(const char *s, size_t len)
-{
-	char buf[INET6_ADDRSTRLEN];
-	struct in6_addr a;
-
-	if (len == 0 || len >= sizeof(buf))
-		return false;
-	memcpy(buf, s, len);
-	buf[len] = '\0';
-	return inet_pton(AF_INET6, buf, &a) == 1;
-}
-
-static bool is_hostname_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-}
-
-static bool is_hostname(const char *s, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (!is_hostname_char(s[i]))
-			return false;
-	return len > 0;
-}
-
-/* "IPv4:port", "[IPv6]:port", "*:port" or ":port"; NULL or the reason. */
-const char *config_parse_addr(const char *s, struct config_addr *a)
-{
-	const char *colon = strrchr(s, ':');
-	size_t hlen;
-	struct in_addr v4;
-
-	memset(a, 0, sizeof(*a));
-	if (!colon)
-		return "expected HOST:PORT";
-	hlen = (size_t)(colon - s);
-	if (s[0] == '[' && !memchr(s, ']', hlen))
-		return "expected [IPv6]:PORT";
-	if (!parse_port(colon + 1, strlen(colon + 1), 0, &a->port))
-		return "port must be a number from 0 to 65535";
-	if (s[0] == '[') {
-		if (hlen < 2 || s[hlen - 1] != ']' || !is_ipv6(s + 1, hlen - 2))
-			return "not a numeric IPv6 address in brackets";
-		memcpy(a->host, s + 1, hlen - 2);
-		a->ipv6 = true;
-		return NULL;
-	}
-	if (hlen == 0 || (hlen == 1 && s[0] == '*'))
-		return NULL;
-	if (memchr(s, ':', hlen))
-		return "IPv6 addresses must be in brackets, e.g. [::1]:8080";
-	if (hlen >= sizeof(a->host))
-		return "not a numeric IPv4 address";
-	memcpy(a->host, s, hlen);
-	if (inet_pton(AF_INET, a->host, &v4) != 1)
-		return "not a numeric IPv4 address (host names are not resolved)";
-	return NULL;
-}
-
-/* Compares the binary addresses, so "*:80" and "0.0.0.0:80" collide. */
-static bool addr_same(const struct config_addr *a, const struct config_addr *b)
-{
-	unsigned char ba[16] = { 0 }, bb[16] = { 0 };
-	int af = a->ipv6 ? AF_INET6 : AF_INET;
-
-	if (a->ipv6 != b->ipv6 || a->port != b->port || a->port == 0)
-		return false;
-	if (a->host[0] && inet_pton(af, a->host, ba) != 1)
-		return false;
-	if (b->host[0] && inet_pton(af, b->host, bb) != 1)
-		return false;
-	return memcmp(ba, bb, sizeof(ba)) == 0;
-}
-
-/* Rejects what would need escaping or could split a request line. */
-static bool is_plain_path(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s <= ' ' || *s == 0x7f || *s == '?' ||
-		    *s == '#')
-			return false;
-	return true;
 }
 
 /* ---- per-key checks ---- */
@@ -313,7 +202,7 @@ static void check_name(struct loader *ld, const config_setting_t *s, void *obj)
 
 	(void)obj;
 	/* names end up unquoted in logfmt lines and metric labels */
-	if (!is_hostname(v, strlen(v)))
+	if (!config_is_hostname(v, strlen(v)))
 		complain(ld, s, "route name '%s' must be non-empty and use only "
 			 "letters, digits, '-', '_' and '.'", v);
 }
@@ -326,7 +215,7 @@ static void check_prefix(struct loader *ld, const config_setting_t *s,
 	(void)obj;
 	if (v[0] != '/')
 		complain(ld, s, "'prefix' must start with \"/\", not '%s'", v);
-	else if (!is_plain_path(v))
+	else if (!config_is_plain_path(v))
 		complain(ld, s, "'prefix' must not contain spaces, control characters, '?' or '#'");
 }
 
@@ -341,105 +230,21 @@ static void check_host(struct loader *ld, const config_setting_t *s, void *obj)
 			h[i] = (char)(h[i] - 'A' + 'a');
 	if (len == 0)
 		complain(ld, s, "'host' must not be empty (leave it out to match any host)");
-	else if (h[0] == '[' && h[len - 1] == ']' && is_ipv6(h + 1, len - 2))
+	else if (h[0] == '[' && h[len - 1] == ']' && config_is_ipv6(h + 1, len - 2))
 		return;
 	else if (strchr(h, ':'))
 		complain(ld, s, "'host' must not include a port (ports are ignored when matching); "
 			 "write IPv6 addresses in brackets");
-	else if (!is_hostname(h, len))
+	else if (!config_is_hostname(h, len))
 		complain(ld, s, "'host' '%s' is not a valid host name", h);
-}
-
-/* ---- upstream URL ---- */
-
-static char *make_origin(const char *host, size_t hlen, int port)
-{
-	size_t cap = hlen + sizeof("http://:65535");
-	char *o = malloc(cap);
-	size_t i;
-
-	if (!o)
-		return NULL;
-	snprintf(o, cap, "http://%.*s:%d", (int)hlen, host, port);
-	/* host names are case-insensitive: one spelling per upstream */
-	for (i = 0; o[i]; i++)
-		if (o[i] >= 'A' && o[i] <= 'Z')
-			o[i] = (char)(o[i] - 'A' + 'a');
-	return o;
-}
-
-/* Splits "host[:port]" (auth, alen bytes); NULL or the reason. */
-static const char *split_authority(const char *auth, size_t alen,
-				   size_t *hlen, int *port)
-{
-	const char *end = auth + alen, *hend;
-
-	if (alen && auth[0] == '[') {
-		hend = memchr(auth, ']', alen);
-		if (!hend || !is_ipv6(auth + 1, (size_t)(hend - auth - 1)))
-			return "host is not a valid IPv6 address in brackets";
-		hend++;
-	} else {
-		hend = memchr(auth, ':', alen);
-		if (!hend)
-			hend = end;
-		if (hend == auth)
-			return "missing host";
-		if (!is_hostname(auth, (size_t)(hend - auth)))
-			return "host contains invalid characters";
-	}
-	*hlen = (size_t)(hend - auth);
-	*port = 80;
-	if (hend == end)
-		return NULL;
-	if (*hend != ':' || !parse_port(hend + 1, (size_t)(end - hend - 1), 1, port))
-		return "port must be a number from 1 to 65535";
-	return NULL;
-}
-
-static const char *split_upstream(const char *url, struct config_route *r)
-{
-	const char *auth = url + 7, *path;
-	size_t alen, hlen, plen;
-	int port;
-	const char *why;
-
-	if (strncasecmp(url, "https://", 8) == 0)
-		return "upstream TLS (https://) is not supported; use http://";
-	if (strncasecmp(url, "http://", 7) != 0)
-		return strstr(url, "://") ? "only http:// upstreams are supported"
-					  : "must start with http://";
-	if (strpbrk(auth, "?#"))
-		return "must not contain a query or fragment";
-	alen = strcspn(auth, "/");
-	if (memchr(auth, '@', alen))
-		return "must not contain user information (user@)";
-	why = split_authority(auth, alen, &hlen, &port);
-	if (why)
-		return why;
-	path = auth + alen;
-	if (!is_plain_path(path))
-		return "path must not contain spaces or control characters";
-	plen = strlen(path);
-	while (plen && path[plen - 1] == '/')
-		plen--;
-	r->upstream_origin = make_origin(auth, hlen, port);
-	r->upstream_base = strndup(path, plen);
-	if (!r->upstream_origin || !r->upstream_base)
-		return "out of memory";
-	/* As a client writes Host: the port only when it is not 80. */
-	r->upstream_host = port == 80 ? strndup(r->upstream_origin + 7, hlen) :
-		strdup(r->upstream_origin + 7);
-	if (!r->upstream_host)
-		return "out of memory";
-	return NULL;
 }
 
 static void check_upstream(struct loader *ld, const config_setting_t *s,
 			   void *obj)
 {
 	struct config_route *r = obj;
-	const char *why = split_upstream(r->upstream, r);
+	const char *why = config_split_upstream(r->upstream, &r->upstream_origin,
+						&r->upstream_base, &r->upstream_host);
 
 	if (why)
 		complain(ld, s, "invalid upstream '%s': %s", r->upstream, why);
@@ -721,13 +526,13 @@ static void check_listen_clashes(struct loader *ld, const config_setting_t *root
 
 	for (i = 1; i < cfg->nlisten; i++)
 		for (j = 0; j < i; j++)
-			if (addr_same(&cfg->listen[i], &cfg->listen[j]))
+			if (config_addr_same(&cfg->listen[i], &cfg->listen[j]))
 				complain(ld, config_setting_get_elem(ls, (unsigned)i),
 					 "duplicate listen address");
 	if (!cfg->admin || config_parse_addr(cfg->admin, &admin))
 		return;
 	for (i = 0; i < cfg->nlisten; i++) {
-		if (addr_same(&admin, &cfg->listen[i])) {
+		if (config_addr_same(&admin, &cfg->listen[i])) {
 			complain(ld, as, "the admin address is also a listen address");
 			return;
 		}
@@ -747,189 +552,6 @@ static void parse_root(struct loader *ld, const config_setting_t *root)
 		parse_routes(ld, ld->routes);
 	if (ld->cfg->nlisten > 1 || ld->cfg->admin)
 		check_listen_clashes(ld, root);
-}
-
-/* ---- reading files ---- */
-
-/* The whole file, NUL-terminated; NULL with *why set on failure. */
-static char *slurp(const char *path, const char **why)
-{
-	FILE *f = fopen(path, "r");
-	char *buf = NULL, *bigger;
-	size_t len = 0, cap = 0, n;
-
-	if (!f) {
-		*why = strerror(errno);
-		return NULL;
-	}
-	do {
-		if (cap - len < 2) {
-			cap = cap ? cap * 2 : 8192;
-			bigger = cap > FILE_MAX_BYTES ? NULL : realloc(buf, cap);
-			if (!bigger) {
-				*why = "file is too large";
-				goto free_buf;
-			}
-			buf = bigger;
-		}
-		n = fread(buf + len, 1, cap - len - 1, f);
-		len += n;
-	} while (n > 0);
-	if (ferror(f)) {
-		*why = strerror(errno);
-		goto free_buf;
-	}
-	buf[len] = '\0';
-	fclose(f);
-	return buf;
-free_buf:
-	free(buf);
-	fclose(f);
-	return NULL;
-}
-
-/* ---- checks libconfig 1.5 gets wrong, run on the raw text ---- */
-
-static const char *skip_string(const char *p, unsigned *line)
-{
-	for (p++; *p && *p != '"'; p++) {
-		if (*p == '\\' && p[1])
-			p++;
-		if (*p == '\n')
-			(*line)++;
-	}
-	return *p ? p + 1 : p;
-}
-
-static const char *skip_comment(const char *p, unsigned *line)
-{
-	if (*p == '#' || p[1] == '/')
-		return p + strcspn(p, "\n");
-	for (p += 2; *p && !(p[0] == '*' && p[1] == '/'); p++)
-		if (*p == '\n')
-			(*line)++;
-	return *p ? p + 2 : p;
-}
-
-/*
- * libconfig 1.5 stores an integer literal without an L suffix in an int,
- * silently truncating 5000000000 to 705032704; catch it instead.
- */
-static const char *check_number(struct loader *ld, const char *file,
-				const char *p, unsigned line)
-{
-	const char *d = (*p == '-' || *p == '+') ? p + 1 : p;
-	int base = (d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) ? 16 : 10;
-	char *end;
-	long long v;
-
-	errno = 0;
-	v = strtoll(p, &end, base);
-	if (base == 10 && (*end == '.' || *end == 'e' || *end == 'E'))
-		return end + strspn(end, "0123456789.eE+-");
-	if (*end == 'L')
-		return end + strspn(end, "L");
-	if (errno == ERANGE || v > INT_MAX || v < INT_MIN)
-		report(ld, file, line, "integer %.*s does not fit in 32 bits; "
-		       "write it with an L suffix (%.*sL)",
-		       (int)(end - p), p, (int)(end - p), p);
-	return end > p ? end : p + 1;
-}
-
-static void check_int_literals(struct loader *ld, const char *file,
-			       const char *p)
-{
-	unsigned line = 1;
-
-	while (*p) {
-		if (*p == '\n') {
-			line++;
-			p++;
-		} else if (*p == '"') {
-			p = skip_string(p, &line);
-		} else if (*p == '#' || (*p == '/' && (p[1] == '/' || p[1] == '*'))) {
-			p = skip_comment(p, &line);
-		} else if ((*p >= '0' && *p <= '9') ||
-			   ((*p == '-' || *p == '+') && p[1] >= '0' && p[1] <= '9')) {
-			p = check_number(ld, file, p, line);
-		} else if (is_hostname_char(*p) || *p == '*') {
-			/* a setting name such as a1: its digits are no number */
-			while (is_hostname_char(*p) || *p == '*')
-				p++;
-		} else {
-			p++;
-		}
-	}
-}
-
-/* The file named by an @include directive at line start p, or NULL. */
-static char *include_target(const char *p)
-{
-	const char *q;
-
-	p += strspn(p, " \t");
-	if (strncmp(p, "@include", 8) != 0 || (p[8] != ' ' && p[8] != '\t'))
-		return NULL;
-	p += 8 + strspn(p + 8, " \t");
-	if (*p != '"')
-		return NULL;
-	q = p + 1 + strcspn(p + 1, "\"\n");
-	return *q == '"' ? strndup(p + 1, (size_t)(q - p - 1)) : NULL;
-}
-
-static void check_text(struct loader *ld, const char *file, const char *text,
-		       const char *dir, int depth);
-
-/*
- * libconfig 1.5 calls exit() when an @include names a directory, which
- * would kill a running daemon on SIGHUP; refuse such files up front.
- * Missing files are left to libconfig, which reports them properly.
- */
-static void check_include(struct loader *ld, const char *file, unsigned line,
-			  const char *name, const char *dir, int depth)
-{
-	char path[PATH_MAX];
-	struct stat st;
-	const char *why;
-	char *text;
-	int n;
-
-	n = snprintf(path, sizeof(path), "%s%s%s", dir ? dir : "",
-		     dir ? "/" : "", name);
-	if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) != 0)
-		return;
-	if (!S_ISREG(st.st_mode)) {
-		report(ld, file, line, "@include \"%s\" is not a regular file", name);
-		ld->unreadable = true;
-		return;
-	}
-	if (depth >= INCLUDE_DEPTH_MAX)
-		return;
-	text = slurp(path, &why);
-	if (!text)
-		return;
-	check_text(ld, name, text, dir, depth + 1);
-	free(text);
-}
-
-static void check_text(struct loader *ld, const char *file, const char *text,
-		       const char *dir, int depth)
-{
-	const char *p = text;
-	unsigned line = 1;
-	char *name;
-
-	check_int_literals(ld, file, text);
-	for (; p; line++) {
-		name = include_target(p);
-		if (name) {
-			check_include(ld, file, line, name, dir, depth);
-			free(name);
-		}
-		p = strchr(p, '\n');
-		if (p)
-			p++;
-	}
 }
 
 /* ---- entry points ---- */
@@ -963,13 +585,20 @@ static struct config *config_new(const char *name)
 	return cfg;
 }
 
+/* A problem config_text_check found, reported like any other. */
+static void text_problem(void *arg, const char *file, unsigned line,
+			 const char *msg)
+{
+	report(arg, file, line, "%s", msg);
+}
+
 static struct config *load_text(struct loader *ld, const char *text,
 				const char *include_dir)
 {
 	config_t lc;
 
-	check_text(ld, NULL, text, include_dir, 0);
-	if (ld->unreadable)
+	/* libconfig would exit() on an @include of a directory. */
+	if (config_text_check(text, include_dir, text_problem, ld))
 		return NULL;
 	config_init(&lc);
 	if (include_dir)
@@ -1009,7 +638,7 @@ struct config *config_load(const char *path, FILE *err)
 	char *text, *dir;
 
 	/* read it ourselves so the text checks see what libconfig parses */
-	text = slurp(path, &why);
+	text = config_text_read(path, &why);
 	if (!text) {
 		report(&ld, NULL, 0, "cannot read: %s", why);
 		return NULL;

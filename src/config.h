@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "config_syntax.h"
+
 /* Limits the configuration owns: config_load refuses more, so every part
  * of the daemon may size its tables by them. */
 #define CONFIG_LISTEN_MAX 16      /* listen addresses (one daemon each per worker) */
@@ -20,13 +22,6 @@ struct config_timeouts {
 	int64_t idle_timeout_ms;    /* >= 0, 0 = none */
 };
 
-/* A listen address: "127.0.0.1:8080", "[::1]:8080", "*:8080" or ":8080"
- * (all IPv4 addresses).  Port 0 asks the kernel for a free port. */
-struct config_addr {
-	char host[64];   /* numeric IPv4/IPv6 without brackets; "" = any IPv4 */
-	int port;        /* 0..65535 */
-	bool ipv6;
-};
 
 struct config_route {
 	char *name;
@@ -72,10 +67,6 @@ struct config *config_load(const char *path, FILE *err);
 
 /* Same, from text in memory; `name` is used in messages as FILE. */
 struct config *config_load_string(const char *name, const char *text, FILE *err);
-
-/* Parse "IPv4:port", "[IPv6]:port", "*:port" or ":port" into *a.  Returns
- * NULL, or a static string saying what is wrong. */
-const char *config_parse_addr(const char *s, struct config_addr *a);
 
 /* config_free(NULL) is a no-op. */
 void config_free(struct config *cfg);
