@@ -178,6 +178,10 @@ class Accepted(ProxyTest):
                      version_closes=True)
         seen = headers_seen(backend, "/headers?case=h10")
         self.assertEqual(seen.get("x-forwarded-proto"), ["http"])
+        # The proxy writes the upstream head itself: with no client Host it
+        # names the upstream, and no X-Forwarded-Host is invented.
+        self.assertEqual(seen.get("host"), ["127.0.0.1:%d" % backend.port])
+        self.assertNotIn("x-forwarded-host", seen)
 
     def test_lf_only_line_ends(self):
         backend, proxy = self.setup_pair()
