@@ -22,13 +22,6 @@ static const struct fname hop_fields[] = {
 
 static bool field_is_hop(const struct headers_field *f);
 
-bool headers_hop_by_hop(const char *name)
-{
-	struct headers_field f = { name, strlen(name), "", 0 };
-
-	return field_is_hop(&f);
-}
-
 /* The one comma-list scanner (contract in headers.h). */
 bool headers_list_has_n(const char *v, size_t n, const char *name,
 			size_t name_len)
@@ -46,12 +39,6 @@ bool headers_list_has_n(const char *v, size_t n, const char *name,
 			return true;
 	}
 	return false;
-}
-
-bool headers_list_has(const char *list, const char *name)
-{
-	return list && headers_list_has_n(list, strlen(list), name,
-					  strlen(name));
 }
 
 /* RFC 9110 tchar, one lookup a byte: every field name of every request

@@ -5,25 +5,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* True for the fields a proxy must not forward as they are: the hop-by-hop
- * set of RFC 9110 §7.6.1 (Connection, Keep-Alive, Proxy-Connection, TE,
- * Trailer, Transfer-Encoding, Upgrade, Proxy-Authorization,
- * Proxy-Authenticate) plus Content-Length, whose framing each side redoes.
- * Case-insensitive. */
-bool headers_hop_by_hop(const char *name);
+/* The hop-by-hop set of RFC 9110 §7.6.1 (Connection, Keep-Alive,
+ * Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,
+ * Proxy-Authorization, Proxy-Authenticate) plus Content-Length, whose
+ * framing each side redoes, is never forwarded in either direction; see
+ * headers_response_forwarded and headers_rewrite_request. */
 
-/* True when the comma-separated token list `list` (a Connection value,
- * NULL for none) names `name`, case-insensitively. */
-bool headers_list_has(const char *list, const char *name);
-
-/* The same for a list and a name given by length (not NUL-ended, as the
- * fields of a parsed head are): elements are split at commas, SP and
- * HTAB, and compared case-insensitively. */
+/* True when the comma-separated token list list[0, list_len) (a
+ * Connection value; not NUL-ended, as the fields of a parsed head are)
+ * names name[0, name_len): elements are split at commas, SP and HTAB, and
+ * compared case-insensitively. */
 bool headers_list_has_n(const char *list, size_t list_len, const char *name,
 			size_t name_len);
 
 /* True for the fields the proxy writes or strips itself in an upstream
- * request: the hop-by-hop set above, Host, Expect, X-Request-Id,
+ * request: the hop-by-hop set, Host, Expect, X-Request-Id,
  * X-Forwarded-For/-Proto/-Host and Via.  Case-insensitive. */
 bool headers_proxy_managed(const char *name);
 
