@@ -58,7 +58,7 @@ struct fetch {
 
 	struct fetch_resp resp;          /* fetch_response.c's */
 
-	bool running, connected, ended, ok, retried;
+	bool running, ended, ok, retried;
 	unsigned pending;
 	int64_t started_ns, closed_at;
 	char head_inline[FETCH_HEAD_INLINE];
@@ -66,6 +66,16 @@ struct fetch {
 
 static void fetch_write(struct fetch *f);
 static void fetch_read(struct fetch *f);
+
+/* The fetch whose member `member` p points to. */
+#define FETCH_OF(p, member) \
+	((struct fetch *)((char *)(p) - offsetof(struct fetch, member)))
+
+/* No request body at all, or an empty one: nothing to hold back. */
+static bool fetch_bodyless(const struct fetch *f)
+{
+	return f->rq.body_len == -1 || f->rq.body_len == 0;
+}
 
 /* ---- notifications, delivered from the loop ---- */
 
@@ -79,8 +89,7 @@ static void fetch_notify(struct fetch *f, unsigned what)
  * free f in any of its callbacks. */
 static void fetch_deliver(struct upstream_job *job)
 {
-	struct fetch *f = (struct fetch *)((char *)job -
-					   offsetof(struct fetch, job));
+	struct fetch *f = FETCH_OF(job, job);
 	static const unsigned order[] = { FETCH_PEND_HEAD, FETCH_PEND_UPLOAD, FETCH_PEND_BODY,
 					  FETCH_PEND_DONE };
 	unsigned what = f->pending, bit = 0;
@@ -237,26 +246,30 @@ static void fetch_on_phase(ctx_t *phase, void *arg)
 
 /* Cancelled (or failed): the backend must learn at once, so the FIN goes
  * out first (shutdown), then the socket is closed; never pooled. */
+/* The exchange is over, well (the whole response in) or not: its timers
+ * stop and the owner hears of it. */
+static void fetch_end(struct fetch *f, bool ok)
+{
+	f->running = false;
+	f->ended = true;
+	f->ok = ok;
+	fetch_phase_clear(f);
+	fetch_notify(f, FETCH_PEND_DONE | FETCH_PEND_BODY | FETCH_PEND_UPLOAD);
+}
+
 static void fetch_stop(struct fetch *f)
 {
 	if (!f->running)
 		return;
-	f->running = false;
-	f->ended = true;
-	f->ok = false;
-	fetch_phase_clear(f);
-	if (f->conn) {
-		if (f->connected) {
-			uconn_shutdown(f->conn);
-			upstream_fin(f->up);
-		}
-		f->closed_at = ctx_now_ns();
-		uconn_close(f->conn);
-		f->conn = NULL;
-	} else if (!f->closed_at) {
-		f->closed_at = ctx_now_ns();
+	if (f->conn && uconn_connected(f->conn)) {
+		uconn_shutdown(f->conn);
+		upstream_fin(f->up);
 	}
-	fetch_notify(f, FETCH_PEND_DONE | FETCH_PEND_BODY | FETCH_PEND_UPLOAD);
+	uconn_close(f->conn);
+	f->conn = NULL;
+	if (!f->closed_at)
+		f->closed_at = ctx_now_ns();
+	fetch_end(f, false);
 }
 
 static void fetch_on_cancel(ctx_t *ctx, void *arg)
@@ -269,13 +282,9 @@ static void fetch_on_cancel(ctx_t *ctx, void *arg)
  * nothing else is pending on it. */
 static void fetch_finish(struct fetch *f)
 {
-	f->running = false;
-	f->ended = true;
-	f->ok = true;
-	fetch_phase_clear(f);
 	uconn_release(f->conn, f->resp.keep_alive && f->req_sent, &f->ka);
 	f->conn = NULL;
-	fetch_notify(f, FETCH_PEND_DONE | FETCH_PEND_BODY | FETCH_PEND_UPLOAD);
+	fetch_end(f, true);
 }
 
 /* The response cannot be forwarded: 502 (cause upstream_error). */
@@ -290,8 +299,7 @@ static void fetch_refuse(struct fetch *f, const char *why)
 static void fetch_on_connected(struct uconn_user *u, struct uconn *c,
 			       int err)
 {
-	struct fetch *f = (struct fetch *)((char *)u -
-					   offsetof(struct fetch, user));
+	struct fetch *f = FETCH_OF(u, user);
 
 	f->conn = c;
 	if (err) {
@@ -299,15 +307,13 @@ static void fetch_on_connected(struct uconn_user *u, struct uconn *c,
 			   CTX_CAUSE_CONNECT_TIMEOUT : CTX_CAUSE_UPSTREAM_ERROR);
 		return;
 	}
-	f->connected = true;
 	head_write_deadline(f);
 	fetch_write(f);
 }
 
 static void fetch_on_ready(struct uconn_user *u, uint32_t events)
 {
-	struct fetch *f = (struct fetch *)((char *)u -
-					   offsetof(struct fetch, user));
+	struct fetch *f = FETCH_OF(u, user);
 
 	if (f->running && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 		fetch_write(f);
@@ -332,8 +338,8 @@ static int fetch_connect(struct fetch *f)
  * never goes out twice. */
 static void fetch_conn_died(struct fetch *f)
 {
-	bool again = uconn_reused(f->conn) && !f->retried && !f->resp.got_bytes &&
-		f->idempotent && f->rq.body_len <= 0 && !f->chunked_up;
+	bool again = uconn_reused(f->conn) && !f->retried &&
+		!f->resp.got_bytes && f->idempotent && fetch_bodyless(f);
 
 	if (!again) {
 		ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
@@ -342,7 +348,6 @@ static void fetch_conn_died(struct fetch *f)
 	f->retried = true;
 	uconn_close(f->conn);
 	f->conn = NULL;
-	f->connected = false;
 	f->req_sent = false;
 	fetch_phase_clear(f);
 	if (fetch_connect(f) < 0)
@@ -353,7 +358,7 @@ static void fetch_conn_died(struct fetch *f)
 
 static bool fetch_body_complete(const struct fetch *f)
 {
-	if (f->rq.body_len == -1 || f->rq.body_len == 0)
+	if (fetch_bodyless(f))
 		return true;
 	return f->up_eof && f->upbuf.len == 0 &&
 		(!f->chunked_up || f->eof_framed);
@@ -369,7 +374,8 @@ static void fetch_write(struct fetch *f)
 	size_t k;
 	int cnt;
 
-	while (f->running && f->connected && !f->req_sent) {
+	while (f->running && f->conn && uconn_connected(f->conn) &&
+	       !f->req_sent) {
 		cnt = 0;
 		if (f->head_sent < f->head_len)
 			iov[cnt++] = (struct iovec){ f->head + f->head_sent,
@@ -586,7 +592,6 @@ int fetch_start(struct fetch *f)
 	f->started_ns = ctx_now_ns();
 	f->conn = upstream_take_idle(f->up, f->rq.origin, &f->user);
 	if (f->conn) {
-		f->connected = true;
 		head_write_deadline(f);
 		fetch_write(f);
 		return 0;

@@ -303,13 +303,23 @@ static int upstream_on_timer_set(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- pools and idle connections ---- */
 
-static struct upool *pool_of(struct upstream *up, const char *origin)
+static struct upool *pool_find(const struct upstream *up, const char *origin)
 {
 	struct upool *p;
 
 	for (p = up->pools; p; p = p->next)
 		if (strcmp(p->origin, origin) == 0)
 			return p;
+	return NULL;
+}
+
+/* The pool of origin, made on first use. */
+static struct upool *pool_of(struct upstream *up, const char *origin)
+{
+	struct upool *p = pool_find(up, origin);
+
+	if (p)
+		return p;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
@@ -375,12 +385,9 @@ static void idle_push(struct uconn *c, int64_t until)
 struct uconn *upstream_take_idle(struct upstream *up, const char *origin,
 				 struct uconn_user *u)
 {
-	struct upool *p;
+	struct upool *p = pool_find(up, origin);
 	struct uconn *c;
 
-	for (p = up->pools; p; p = p->next)
-		if (strcmp(p->origin, origin) == 0)
-			break;
 	if (!p || !p->idle)
 		return NULL;
 	c = p->idle;
@@ -507,6 +514,11 @@ void uconn_shutdown(struct uconn *c)
 {
 	if (c && c->fd >= 0)
 		shutdown(c->fd, SHUT_RDWR);
+}
+
+bool uconn_connected(const struct uconn *c)
+{
+	return c->fd >= 0;
 }
 
 bool uconn_reused(const struct uconn *c)

@@ -116,6 +116,9 @@ void uconn_release(struct uconn *c, bool reusable,
 /* Close c (or abort its connect) now.  uconn_close(NULL) is a no-op. */
 void uconn_close(struct uconn *c);
 
+/* Whether c is connected (taken over), not still connecting. */
+bool uconn_connected(const struct uconn *c);
+
 /* Whether c came from the pool (it served a request before). */
 bool uconn_reused(const struct uconn *c);
 
