@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "context.h"
+#include "retry.h"
 
 /*
  * Each worker owns one struct metrics_worker and is its only writer: a
@@ -20,13 +21,17 @@
  */
 
 #define METRICS_MAX_ROUTES 256
+#define METRICS_MAX_SERVERS 1024  /* (route name, server) pairs, process life */
 
 struct metrics_worker;
 
 /* Give every route of cfg its slot (cfg->routes[i].metrics_slot), creating
- * slots for names not seen before.  Main thread, before the config is used.
- * Returns 0, or -ENOSPC when there are more than METRICS_MAX_ROUTES - 1
- * distinct names (those routes share the "no route" slot). */
+ * slots for names not seen before, and every server its slot
+ * (routes[i].servers[j].slot, keyed by route name and origin).  Main
+ * thread, before the config is used.  Returns 0, or -ENOSPC when there
+ * are more than METRICS_MAX_ROUTES - 1 distinct names (those routes share
+ * the "no route" slot) or METRICS_MAX_SERVERS - 1 servers (slot 0: not
+ * counted). */
 int metrics_assign_slots(struct config *cfg);
 
 /* A worker's counters, registered for scraping.  NULL on ENOMEM. */
@@ -43,6 +48,22 @@ void metrics_worker_free(struct metrics_worker *m);
 void metrics_request_done(struct metrics_worker *m, int slot, int status,
 			  ctx_cause_t cause, int64_t upstream_ns,
 			  int64_t propagation_ns);
+
+/* One upstream attempt on server `slot` ended with outcome o (owner
+ * thread); RETRY_OUT_CANCELLED is not counted. */
+void metrics_attempt(struct metrics_worker *m, int server_slot,
+		     enum retry_outcome o);
+
+/* An exchange on route `slot` made another attempt because of `why`
+ * (owner thread). */
+void metrics_retry(struct metrics_worker *m, int route_slot,
+		   enum retry_reason why);
+
+/* The label of server `slot`: "host:port" (its origin without the
+ * scheme), and its route's name.  NULL for slot 0 or out of range.  Any
+ * thread: names never change once given. */
+const char *metrics_server_name(int slot);
+const char *metrics_server_route(int slot);
 
 /* A request started or ended (owner thread): the in-flight gauge. */
 void metrics_inflight_add(struct metrics_worker *m, int delta);
