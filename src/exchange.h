@@ -68,6 +68,10 @@ void exchange_send_eof(struct exchange *x);
  * NULL before exchange_start. */
 struct fetch *exchange_fetch(const struct exchange *x);
 
+/* True once the owner was given a response head (on_head): from then
+ * on the response is exchange_fetch()'s. */
+bool exchange_has_head(const struct exchange *x);
+
 /* True once no attempt runs and none will. */
 bool exchange_ended(const struct exchange *x);
 

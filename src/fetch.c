@@ -1,6 +1,7 @@
 /* fetch.c - one upstream exchange: its life, its connection (and the retry of a dead pooled one), the request going out; the response side is fetch_response.c. */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -12,6 +13,7 @@
 #include "h1.h"
 #include "invariant.h"
 #include "log.h"
+#include "retry.h"
 #include "upstream.h"
 
 #define FETCH_BUF_SIZE UPSTREAM_BUF_SIZE  /* each direction, taken lazily */
@@ -59,8 +61,10 @@ struct fetch {
 	struct fetch_resp resp;          /* fetch_response.c's */
 
 	bool running, ended, ok, retried;
+	enum fetch_fail fail;
 	unsigned pending;
 	int64_t started_ns, closed_at;
+	char peer[48];                   /* of the last connection */
 	char head_inline[FETCH_HEAD_INLINE];
 };
 
@@ -291,10 +295,16 @@ static void fetch_finish(struct fetch *f)
 static void fetch_refuse(struct fetch *f, const char *why)
 {
 	log_msg(LOG_WARN, "upstream response refused", "reason=\"%s\"", why);
+	f->fail = FETCH_FAIL_REFUSED;
 	ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
 }
 
 /* ---- connecting, and a dead kept-alive connection ---- */
+
+static void fetch_note_peer(struct fetch *f)
+{
+	snprintf(f->peer, sizeof(f->peer), "%s", uconn_peer(f->conn));
+}
 
 static void fetch_on_connected(struct uconn_user *u, struct uconn *c,
 			       int err)
@@ -303,10 +313,12 @@ static void fetch_on_connected(struct uconn_user *u, struct uconn *c,
 
 	f->conn = c;
 	if (err) {
+		f->fail = FETCH_FAIL_CONNECT;
 		ctx_cancel(f->ctx, err == -ETIMEDOUT ?
 			   CTX_CAUSE_CONNECT_TIMEOUT : CTX_CAUSE_UPSTREAM_ERROR);
 		return;
 	}
+	fetch_note_peer(f);
 	head_write_deadline(f);
 	fetch_write(f);
 }
@@ -342,6 +354,7 @@ static void fetch_conn_died(struct fetch *f)
 		!f->resp.got_bytes && f->idempotent && fetch_bodyless(f);
 
 	if (!again) {
+		f->fail = FETCH_FAIL_RESET;
 		ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
 		return;
 	}
@@ -501,8 +514,10 @@ static void fetch_read(struct fetch *f)
 		fetch_refuse(f, why);
 	else if (got & FETCH_RESP_DIED)
 		fetch_conn_died(f);
-	else if (got & FETCH_RESP_CUT)
+	else if (got & FETCH_RESP_CUT) {
+		f->fail = FETCH_FAIL_RESET;
 		ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
+	}
 	else if (got & FETCH_RESP_DONE)
 		fetch_finish(f);
 }
@@ -529,18 +544,6 @@ ssize_t fetch_recv(struct fetch *f, char *buf, size_t len)
 
 /* ---- the fetch's life ---- */
 
-static bool method_idempotent(const char *m)
-{
-	static const char *const set[] = { "GET", "HEAD", "OPTIONS", "PUT",
-					   "DELETE", "TRACE" };
-	size_t i;
-
-	for (i = 0; i < sizeof(set) / sizeof(set[0]); i++)
-		if (strcmp(m, set[i]) == 0)
-			return true;
-	return false;
-}
-
 struct fetch *fetch_new(struct upstream *up, ctx_t *ctx,
 			const struct fetch_request *rq,
 			const struct fetch_ops *ops, void *arg)
@@ -565,7 +568,7 @@ struct fetch *fetch_new(struct upstream *up, ctx_t *ctx,
 	f->ka.timeout_ns = rq->keepalive_timeout_ms * 1000000;
 	f->idle_ns = rq->timeouts->idle_timeout_ms * 1000000;
 	fetch_resp_init(&f->resp, strcmp(rq->method, "HEAD") == 0);
-	f->idempotent = method_idempotent(rq->method);
+	f->idempotent = retry_idempotent(rq->method);
 	f->chunked_up = rq->body_len == FETCH_BODY_CHUNKED;
 	f->head = f->head_inline;
 	f->head_cap = sizeof(f->head_inline);
@@ -592,6 +595,7 @@ int fetch_start(struct fetch *f)
 	f->started_ns = ctx_now_ns();
 	f->conn = upstream_take_idle(f->up, f->rq.origin, &f->user);
 	if (f->conn) {
+		fetch_note_peer(f);
 		head_write_deadline(f);
 		fetch_write(f);
 		return 0;
@@ -628,6 +632,16 @@ bool fetch_ended(const struct fetch *f)
 bool fetch_ok(const struct fetch *f)
 {
 	return f->ok;
+}
+
+enum fetch_fail fetch_failure(const struct fetch *f)
+{
+	return f->fail;
+}
+
+const char *fetch_peer(const struct fetch *f)
+{
+	return f->peer;
 }
 
 int64_t fetch_closed_at(const struct fetch *f)

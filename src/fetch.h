@@ -107,6 +107,17 @@ bool fetch_ok(const struct fetch *f);
 /* Nanoseconds from fetch_start to the response head, or -1 without one. */
 int64_t fetch_head_latency(const struct fetch *f);
 
+/* Why the exchange failed, as far as the fetch knows (timeouts show in
+ * its context's cause): nothing sent (the connect failed or timed out),
+ * the connection died or the response was cut, or the response was
+ * refused as malformed. */
+enum fetch_fail { FETCH_FAIL_NONE, FETCH_FAIL_CONNECT, FETCH_FAIL_RESET,
+		  FETCH_FAIL_REFUSED };
+enum fetch_fail fetch_failure(const struct fetch *f);
+
+/* "IP:PORT" of the connection used last, or "" when none connected. */
+const char *fetch_peer(const struct fetch *f);
+
 /* Monotonic ns when the upstream connection was closed because the fetch
  * was cancelled or failed, or 0. */
 int64_t fetch_closed_at(const struct fetch *f);

@@ -73,18 +73,17 @@ static void front_sweep_gens(struct front *fr)
 			continue;
 		}
 		*pp = g->next;
-		gen_unref(g->g);
-		free(g);
+		req_gen_free(g);
 	}
 }
 
 int front_set_gen(struct front *fr, struct gen *g)
 {
-	struct req_gen *rg = calloc(1, sizeof(*rg)), *old = fr->env.gen;
+	struct req_gen *old = fr->env.gen;
+	struct req_gen *rg = req_gen_new(g, old);
 
 	if (!rg)
 		return -ENOMEM;
-	rg->g = gen_ref(g);
 	fr->env.gen = rg;
 	if (old) {
 		old->next = fr->old;
@@ -407,10 +406,7 @@ void front_free(struct front *fr)
 	/* Every request is gone now, so are their holds on generations. */
 	ASSERT(!fr->env.live);
 	front_sweep_gens(fr);
-	if (fr->env.gen) {
-		gen_unref(fr->env.gen->g);
-		free(fr->env.gen);
-	}
+	req_gen_free(fr->env.gen);
 	free(fr);
 }
 

@@ -341,6 +341,8 @@ static const struct access_field access_fields[] = {
 	{ "route", STR_FIELD(route) },
 	{ "status", INT_FIELD(status) },
 	{ "upstream_status", INT_FIELD(upstream_status) },
+	{ "attempts", INT_FIELD(attempts), .optional = true },
+	{ "upstream_addr", STR_FIELD(upstream_addr), .optional = true },
 	{ "bytes_in", U64_FIELD(bytes_in) },
 	{ "bytes_out", U64_FIELD(bytes_out) },
 	{ "duration_ms", MS_FIELD(duration_ns) },

@@ -15,6 +15,8 @@ struct log_access {
 	const char *route;        /* NULL = no route */
 	int status;               /* sent to the client; 499 = client left */
 	int upstream_status;      /* 0 = none */
+	int attempts;             /* upstream attempts made (0 = none) */
+	const char *upstream_addr;/* "IP:PORT" of the last attempt, NULL = none */
 	uint64_t bytes_in;        /* request body bytes received */
 	uint64_t bytes_out;       /* response body bytes sent */
 	int64_t duration_ns;

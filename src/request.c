@@ -9,12 +9,14 @@
 
 #include <microhttpd.h>
 
+#include "exchange.h"
 #include "fetch.h"
 #include "gen.h"
 #include "headers.h"
 #include "invariant.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool.h"
 #include "request.h"
 #include "route.h"
 
@@ -36,6 +38,12 @@ static const char *const phase_names[] = {
 	"uploading", "awaiting_headers", "streaming", "done",
 };
 
+struct field_vec {
+	struct headers_field f[REQ_MAX_FIELDS];
+	size_t n;
+	bool overflow;
+};
+
 struct req {
 	struct req_env *env;
 	struct req_gen *gen;              /* the generation it started under */
@@ -49,9 +57,10 @@ struct req {
 	const char *query;                /* in uri, after '?', or NULL */
 	const struct config_route *route;
 	ctx_t *ctx;                       /* the request context */
-	ctx_t *child;                     /* the upstream fetch's context */
+	ctx_t *child;                     /* the upstream exchange's context */
 	ctx_watch_t ctx_watch;
-	struct fetch *fetch;
+	struct exchange *x;
+	const struct field_vec *fields;   /* while the first attempt starts */
 	enum req_phase phase;
 	const char *cancel_phase;
 	int err_status;
@@ -70,6 +79,12 @@ static void req_set_phase(struct req *r, enum req_phase ph)
 {
 	ASSERT(ph >= r->phase);
 	r->phase = ph;
+}
+
+/* The attempt the response comes from (NULL before the exchange). */
+static struct fetch *req_fetch(const struct req *r)
+{
+	return r->x ? exchange_fetch(r->x) : NULL;
 }
 
 /* ---- the request object ---- */
@@ -109,7 +124,7 @@ static void req_unref(struct req *r)
 	if (r->next)
 		r->next->prev = r->prev;
 	ctx_unwatch(&r->ctx_watch);
-	fetch_free(r->fetch);
+	exchange_free(r->x);
 	ctx_unref(r->child);
 	ctx_unref(r->ctx);
 	ASSERT(r->gen->live > 0);
@@ -117,6 +132,61 @@ static void req_unref(struct req *r)
 	free(r->path);
 	free(r->uri);
 	free(r);
+}
+
+/* ---- a generation as the worker uses it ---- */
+
+static const struct pool *req_gen_pool_named(const struct req_gen *rg,
+					     const char *name)
+{
+	const struct config *cfg;
+	size_t i;
+
+	if (!rg)
+		return NULL;
+	cfg = rg->g->cfg;
+	for (i = 0; i < cfg->nroutes; i++)
+		if (strcmp(cfg->routes[i].name, name) == 0)
+			return rg->pools[i];
+	return NULL;
+}
+
+struct req_gen *req_gen_new(struct gen *g, const struct req_gen *prev)
+{
+	const struct config *cfg = g->cfg;
+	struct req_gen *rg = calloc(1, sizeof(*rg));
+	size_t i;
+
+	if (!rg)
+		return NULL;
+	rg->g = gen_ref(g);
+	rg->pools = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*rg->pools));
+	if (!rg->pools)
+		goto free_rg;
+	for (i = 0; i < cfg->nroutes; i++) {
+		rg->pools[i] = pool_new(&cfg->routes[i],
+					req_gen_pool_named(prev, cfg->routes[i].name));
+		if (!rg->pools[i])
+			goto free_rg;
+	}
+	return rg;
+free_rg:
+	req_gen_free(rg);
+	return NULL;
+}
+
+void req_gen_free(struct req_gen *rg)
+{
+	size_t i;
+
+	if (!rg)
+		return;
+	if (rg->pools)
+		for (i = 0; i < rg->g->cfg->nroutes; i++)
+			pool_free(rg->pools[i]);
+	free(rg->pools);
+	gen_unref(rg->g);
+	free(rg);
 }
 
 /* xorshift128+: request ids need to be unique, not secret. */
@@ -284,7 +354,7 @@ static ssize_t req_read_body(void *cls, uint64_t pos, char *buf, size_t max)
 	ssize_t n;
 
 	(void)pos;
-	n = fetch_recv(r->fetch, buf, max);
+	n = fetch_recv(req_fetch(r), buf, max);
 	if (n > 0) {
 		r->bytes_out += (uint64_t)n;
 		return n;
@@ -316,10 +386,11 @@ static struct MHD_Response *req_whole_body(struct req *r, int64_t len)
 	const char *body;
 	size_t have;
 
-	if (!fetch_ended(r->fetch) || !fetch_ok(r->fetch) ||
-	    strcmp(r->method, "HEAD") == 0)
+	struct fetch *f = req_fetch(r);
+
+	if (!fetch_ended(f) || !fetch_ok(f) || strcmp(r->method, "HEAD") == 0)
 		return NULL;
-	body = fetch_peek(r->fetch, &have);
+	body = fetch_peek(f, &have);
 	if (len >= 0 && (uint64_t)len != have)
 		return NULL;
 	resp = MHD_create_response_from_buffer(have, (void *)body,
@@ -357,7 +428,7 @@ static struct MHD_Response *req_response(struct req *r, int64_t len)
 static bool req_head_fits(struct req *r)
 {
 	const union MHD_ConnectionInfo *ci;
-	size_t need = fetch_header_bytes(r->fetch) + REQ_REPLY_OVERHEAD;
+	size_t need = fetch_header_bytes(req_fetch(r)) + REQ_REPLY_OVERHEAD;
 
 	ci = MHD_get_connection_info(r->conn,
 				     MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
@@ -369,8 +440,9 @@ static bool req_head_fits(struct req *r)
 static enum MHD_Result req_reply_stream(struct req *r)
 {
 	struct MHD_Response *resp;
-	int status = fetch_status(r->fetch);
-	int64_t len = fetch_content_length(r->fetch);
+	struct fetch *f = req_fetch(r);
+	int status = fetch_status(f);
+	int64_t len = fetch_content_length(f);
 	const char *name, *value;
 	enum MHD_Result rc;
 	size_t i;
@@ -388,8 +460,8 @@ static enum MHD_Result req_reply_stream(struct req *r)
 	resp = req_response(r, len);
 	if (!resp)
 		return MHD_NO;
-	for (i = 0; i < fetch_header_count(r->fetch); i++) {
-		fetch_header(r->fetch, i, &name, &value);
+	for (i = 0; i < fetch_header_count(f); i++) {
+		fetch_header(f, i, &name, &value);
 		MHD_add_response_header(resp, name, value);
 	}
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
@@ -434,12 +506,6 @@ static const struct fetch_ops req_fetch_ops = {
 
 /* ---- checking the head and starting the upstream fetch ---- */
 
-struct field_vec {
-	struct headers_field f[REQ_MAX_FIELDS];
-	size_t n;
-	bool overflow;
-};
-
 static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind,
 				     const char *key, size_t key_size,
 				     const char *value, size_t value_size)
@@ -474,19 +540,34 @@ static void req_client_ip(const struct req *r, char *ip, size_t len)
 	snprintf(ip, len, "%.*s", (int)n, r->client + v6);
 }
 
-static int req_upstream_head(struct req *r, const struct field_vec *v)
+/* The exchange's head writer: the client's fields as SPEC §5 has them
+ * for server s.  The first attempt uses the fields just checked; a retry
+ * collects them again from libmicrohttpd (they live as long as the
+ * request). */
+static int req_upstream_head(void *arg, struct fetch *f,
+			     const struct config_server *s)
 {
+	struct req *r = arg;
 	struct headers_upstream u = { 0 };
 	char ip[INET6_ADDRSTRLEN + 2];
+	struct field_vec again;
+	const struct field_vec *v = r->fields;
 
+	if (!v) {
+		again.n = 0;
+		again.overflow = false;
+		MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND,
+					    collect_field, &again);
+		v = &again;
+	}
 	req_client_ip(r, ip, sizeof(ip));
 	u.host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
 	u.preserve_host = r->route->preserve_host;
-	u.upstream_host = r->route->upstream_host;
+	u.upstream_host = s->host;
 	u.client_ip = ip;
 	u.request_id = r->id;
 	u.deadline_header = r->cfg->deadline_header;
-	return headers_rewrite_request(v->f, v->n, &u, head_emit, r->fetch);
+	return headers_rewrite_request(v->f, v->n, &u, head_emit, f);
 }
 
 /* A valid client deadline (1 ms .. one day) bounds the request context. */
@@ -560,12 +641,12 @@ static int64_t req_check_head(struct req *r, const char *method,
 	return fr.content_length;
 }
 
-/* The contexts first (the child is cancelled whenever the request is, and
- * on its own), then the fetch under the child, its head, and its start. */
+/* The contexts first (the exchange's is cancelled whenever the request's
+ * is, and on its own), then the exchange under it, and its first attempt. */
 static int req_start_fetch(struct req *r, int64_t body_len,
 			   const struct field_vec *v)
 {
-	struct fetch_request rq = { 0 };
+	struct exchange_request xr = { 0 };
 	char target[REQ_TARGET_MAX];
 	int n;
 
@@ -580,19 +661,21 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	if (!r->child)
 		return -ENOMEM;
 	ctx_watch(r->child, &r->ctx_watch, req_on_cancel, r);
-	rq.method = r->method;
-	rq.origin = r->route->upstream_origin;
-	rq.target = target;
-	rq.body_len = body_len;
-	rq.timeouts = &r->route->t;
-	rq.deadline_header = r->cfg->deadline_header;
-	rq.keepalive_max = r->cfg->upstream_keepalive;
-	rq.keepalive_timeout_ms = r->cfg->upstream_keepalive_timeout_ms;
-	r->fetch = fetch_new(r->env->up, r->child, &rq, &req_fetch_ops, r);
-	if (!r->fetch)
+	xr.method = r->method;
+	xr.target = target;
+	xr.body_len = body_len;
+	xr.route = r->route;
+	xr.cfg = r->cfg;
+	xr.pool = r->gen->pools[r->route - r->cfg->routes];
+	xr.metrics = r->env->metrics;
+	xr.write_head = req_upstream_head;
+	r->x = exchange_new(r->env->up, r->child, &xr, &req_fetch_ops, r);
+	if (!r->x)
 		return -ENOMEM;
-	n = req_upstream_head(r, v);
-	return n < 0 ? n : fetch_start(r->fetch);
+	r->fields = v;
+	n = exchange_start(r->x);
+	r->fields = NULL;
+	return n;
 }
 
 /* ---- the access handler, in its three stages ---- */
@@ -686,7 +769,7 @@ static enum MHD_Result req_upload(struct req *r, const char *data,
 {
 	ssize_t n;
 
-	if (r->responded || !r->fetch || ctx_is_cancelled(r->ctx)) {
+	if (r->responded || !r->x || ctx_is_cancelled(r->ctx)) {
 		if (ctx_cause(r->ctx) == CTX_CAUSE_CLIENT_DISCONNECT)
 			return MHD_NO;
 		r->bytes_in += *size;
@@ -698,7 +781,7 @@ static enum MHD_Result req_upload(struct req *r, const char *data,
 		ctx_cancel(r->ctx, CTX_CAUSE_COMPLETED);
 		return MHD_NO;
 	}
-	n = fetch_send(r->fetch, data, *size);
+	n = exchange_send(r->x, data, *size);
 	if (n < 0) {
 		r->bytes_in += *size;
 		*size = 0;
@@ -722,12 +805,12 @@ static enum MHD_Result req_complete(struct req *r)
 		return MHD_NO;
 	if (!r->eof_sent) {
 		r->eof_sent = true;
-		fetch_send_eof(r->fetch);
+		exchange_send_eof(r->x);
 		req_set_phase(r, PH_AWAITING);
 	}
-	if (fetch_has_head(r->fetch))
+	if (exchange_has_head(r->x))
 		return req_reply_stream(r);
-	if (fetch_ended(r->fetch) || ctx_is_cancelled(r->child))
+	if (exchange_ended(r->x) || ctx_is_cancelled(r->child))
 		return req_reply_failure(r);
 	return req_suspend(r) ? MHD_YES : MHD_NO;
 }
@@ -756,6 +839,7 @@ int req_access(struct req_env *env, struct req_conn *rc,
 static void req_log(struct req *r)
 {
 	struct log_access a = { 0 };
+	struct fetch *f = req_fetch(r);
 	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
 	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
 
@@ -771,7 +855,9 @@ static void req_log(struct req *r)
 	/* No answer went out: the client left (or was dropped) first. */
 	a.status = cause == CTX_CAUSE_CLIENT_DISCONNECT || !r->status ?
 		499 : r->status;
-	a.upstream_status = r->fetch ? fetch_status(r->fetch) : 0;
+	a.upstream_status = f ? fetch_status(f) : 0;
+	a.attempts = r->x ? exchange_attempts(r->x) : 0;
+	a.upstream_addr = r->x ? exchange_upstream_addr(r->x) : NULL;
 	a.bytes_in = r->bytes_in;
 	a.bytes_out = r->bytes_out;
 	a.duration_ns = ctx_now_ns() - r->t0;
@@ -781,12 +867,12 @@ static void req_log(struct req *r)
 	if (cause != CTX_CAUSE_COMPLETED) {
 		a.cancel_ns = r->child && ctx_is_cancelled(r->child) ?
 			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
-		a.upstream_close_ns = r->fetch ? fetch_closed_at(r->fetch) : 0;
+		a.upstream_close_ns = f ? fetch_closed_at(f) : 0;
 	}
 	log_access(r->env->log, &a);
 	metrics_request_done(r->env->metrics,
 			     r->route ? r->route->metrics_slot : 0, a.status,
-			     cause, r->fetch ? fetch_head_latency(r->fetch) : -1,
+			     cause, f ? fetch_head_latency(f) : -1,
 			     a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
 			     a.upstream_close_ns - a.cancel_ns : -1);
 }

@@ -39,8 +39,17 @@ struct req;
 struct req_gen {
 	struct gen *g;
 	long live;
+	struct pool **pools;             /* the worker's, one per route */
 	struct req_gen *next;            /* the front's list of replaced ones */
 };
+
+/* The worker's side of generation g (a reference is taken): a server pool
+ * for every route, carrying the passive health of prev's routes of the
+ * same name (prev may be NULL).  NULL on ENOMEM. */
+struct req_gen *req_gen_new(struct gen *g, const struct req_gen *prev);
+
+/* Drop the pools and the reference.  req_gen_free(NULL) is a no-op. */
+void req_gen_free(struct req_gen *rg);
 
 /* The worker's side of every request; owned by the front, it outlives
  * every request (the front frees its requests first). */

@@ -1,6 +1,7 @@
 /* upstream.c - connections to backends: libcurl connects, ctxproxy owns the socket; per-worker idle pools. */
 #include <errno.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -42,6 +43,7 @@ struct uconn {
 	int fd;
 	bool in_loop, reused, hup, idle;
 	int64_t idle_until;
+	char peer[48];                   /* "IP:PORT" once connected */
 	struct uconn *all_prev, *all_next;   /* every connection, for free */
 	struct uconn *pprev, *pnext;     /* in pool->idle, while idle */
 	struct uconn *lprev, *lnext;     /* in up's idle LRU, while idle */
@@ -542,6 +544,21 @@ static int map_connect_error(CURLcode rc)
 	}
 }
 
+/* Where libcurl connected, for the access log: read once per
+ * connection, never per request. */
+static void uconn_note_peer(struct uconn *c)
+{
+	char *ip = NULL;
+	long port = 0;
+
+	if (curl_easy_getinfo(c->easy, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK ||
+	    !ip || !*ip ||
+	    curl_easy_getinfo(c->easy, CURLINFO_PRIMARY_PORT, &port) != CURLE_OK)
+		return;
+	snprintf(c->peer, sizeof(c->peer), strchr(ip, ':') ? "[%s]:%ld" :
+		 "%s:%ld", ip, port);
+}
+
 /* Connected: the socket becomes ours.  Marked taken first, so neither
  * libcurl's removal nor its cleanup closes it; then it enters the loop
  * once, edge-triggered, for the connection's whole life. */
@@ -554,6 +571,7 @@ static int uconn_take_socket(struct uconn *c)
 	if (curl_easy_getinfo(c->easy, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK ||
 	    s == CURL_SOCKET_BAD)
 		return -EIO;
+	uconn_note_peer(c);
 	cs = csock_of(up, s);
 	if (cs)
 		cs->taken = true;
@@ -726,4 +744,9 @@ void upstream_free(struct upstream *up)
 		free(up->socks[i]);
 	free(up->socks);
 	free(up);
+}
+
+const char *uconn_peer(const struct uconn *c)
+{
+	return c->peer;
 }

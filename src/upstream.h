@@ -119,6 +119,10 @@ void uconn_close(struct uconn *c);
 /* Whether c is connected (taken over), not still connecting. */
 bool uconn_connected(const struct uconn *c);
 
+/* The address c is connected to, "IP:PORT" ("[v6]:PORT"), or "" while
+ * it connects. */
+const char *uconn_peer(const struct uconn *c);
+
 /* Whether c came from the pool (it served a request before). */
 bool uconn_reused(const struct uconn *c);
 

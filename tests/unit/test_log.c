@@ -138,6 +138,25 @@ static void test_plain(void **state)
 	      "\"phase\":\"done\"}");
 }
 
+/* A request that went upstream: its attempts and the last server. */
+static void test_attempts_and_upstream_addr(void **state)
+{
+	struct log_access a = plain();
+
+	(void)state;
+	a.attempts = 2;
+	a.upstream_addr = "127.0.0.1:9002";
+	check(&a, PLAIN_LOGFMT_HEAD " path=\"/api/items?page=2\" route=api"
+	      " status=200 upstream_status=200 attempts=2"
+	      " upstream_addr=127.0.0.1:9002 bytes_in=0 bytes_out=1234"
+	      " duration_ms=1.235 cause=completed phase=done",
+	      PLAIN_JSON_HEAD ",\"path\":\"/api/items?page=2\",\"route\":\"api\","
+	      "\"status\":200,\"upstream_status\":200,\"attempts\":2,"
+	      "\"upstream_addr\":\"127.0.0.1:9002\",\"bytes_in\":0,"
+	      "\"bytes_out\":1234,\"duration_ms\":1.235,\"cause\":\"completed\","
+	      "\"phase\":\"done\"}");
+}
+
 /* A cancelled request: both stamps, so the _us fields and propagation_us. */
 static void test_cancel_and_upstream_close(void **state)
 {
@@ -393,6 +412,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_attempts_and_upstream_addr),
 		cmocka_unit_test(test_cancel_and_upstream_close),
 		cmocka_unit_test(test_only_cancel),
 		cmocka_unit_test(test_only_upstream_close),
