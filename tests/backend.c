@@ -1,9 +1,25 @@
 /* backend.c - test/demo HTTP/1.1 backend that reports every connection event on stdout. */
 /*
- * usage: backend [-p PORT] [-q]
+ * usage: backend [-p PORT] [-q] [-m MODE] [-i NAME]
  *
  * Binds 127.0.0.1:PORT (0 = the kernel picks), prints "listening port=N",
- * then one line per event (unless -q):
+ * then one line per event (unless -q).
+ *
+ * -m MODE makes every request misbehave, except /healthz and /set-health,
+ * which always work normally (so health checks stay under the test's
+ * control).  The request is read completely (head and body) first:
+ *   normal        the default: answer by the endpoints below
+ *   reset         answer nothing, ev=dropped how=rst, close with a RST
+ *   fin           answer nothing, ev=dropped how=fin, close (FIN)
+ *   hang          answer nothing, as /hang
+ *   status=C      answer status C (200-599), as /status?code=C
+ *   slowhead=MS   wait MS ms (0-600000; ev=cancelled if the peer goes), then
+ *                 answer as normal
+ * -i NAME adds the field "X-Backend: NAME" to every final response (NAME:
+ * 1-64 printable ASCII bytes, no space), so a client can tell which
+ * backend answered.
+ *
+ * Event lines:
  *   t=US ev=open conn=C peer=IP:PORT
  *   t=US ev=request conn=C req=R method=M path=TARGET raw=HEX
  *   t=US ev=header conn=C req=R name=NAME value=VALUE
@@ -75,6 +91,10 @@
  *                          each (default 1000, the field line with CRLF)
  *   /slowread?rate=R       reads the body at about R bytes/s (default
  *                          1 MiB/s), then sends it back as /echo does
+ *   /healthz               the health status (200 "ok\n" until set
+ *                          otherwise; any other C: body "status C\n")
+ *   /set-health?code=C     /healthz answers C (200-599) from now on, on
+ *                          every connection; 200 "set\n"
  *   anything else          404
  */
 #include <arpa/inet.h>
@@ -109,6 +129,7 @@
 #define MAX_ECHO ((int64_t)256 << 20)
 #define BYTES_PIECE 65536
 #define THREAD_STACK (256 * 1024)
+#define NAME_MAX_LEN 64
 
 /* How a request ended for the connection that carried it. */
 enum outcome {
@@ -119,6 +140,9 @@ enum outcome {
 
 /* What /drop-next and /reset-next arrange for the connection's next request. */
 enum { DROP_NONE, DROP_FIN, DROP_RST };
+
+/* What -m makes of every request but the health endpoints. */
+enum mode_kind { MODE_NORMAL, MODE_RESET, MODE_FIN, MODE_HANG, MODE_STATUS, MODE_SLOWHEAD };
 
 /* Results of body and line reads. */
 enum rd { RD_OK = 0, RD_GONE = -1, RD_BAD = -2 };
@@ -165,6 +189,10 @@ static bool quiet;
 static atomic_long next_conn = 1;
 static atomic_long next_req = 1;
 static unsigned char pattern[BYTES_PIECE + 251];
+static enum mode_kind mode = MODE_NORMAL;
+static long long mode_arg; /* the status of status=C, the wait of slowhead=MS */
+static char name_field[NAME_MAX_LEN + 16] = ""; /* "X-Backend: NAME\r\n" or "" */
+static atomic_int health_code = 200;
 
 static int64_t now_us(void)
 {
@@ -781,8 +809,8 @@ static bool send_head_extra(struct conn *c, const struct request *r, int status,
 	else
 		snprintf(framing, sizeof framing, "Content-Length: %" PRId64 "\r\n", clen);
 	n = head ? snprintf(head, cap,
-			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n%s%sConnection: %s\r\n\r\n",
-			    status, reason(status), framing, extra,
+			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n%s%s%sConnection: %s\r\n\r\n",
+			    status, reason(status), framing, name_field, extra,
 			    close_after || !r->keep_alive ? "close" : "keep-alive")
 		 : -1;
 	ok = n >= 0 && (size_t)n < cap && send_all(c, head, (size_t)n);
@@ -879,23 +907,29 @@ static bool send_raw_head(struct conn *c, const struct request *r, const char *h
 
 /* ---- endpoints ---- */
 
+/* Wait ms before answering; false, after an ev=cancelled, if the peer went. */
+static bool wait_before_response(struct conn *c, const struct request *r, long long ms)
+{
+	if (wait_peer(c, ms))
+		return true;
+	emit_cancelled(c, r, "before_response");
+	return false;
+}
+
 static enum outcome h_slow(struct conn *c, const struct request *r)
 {
 	long long ms = query_num(r->query, "ms", 1000, 0, MAX_WAIT_MS);
 
-	if (!wait_peer(c, ms)) {
-		emit_cancelled(c, r, "before_response");
+	if (!wait_before_response(c, r, ms))
 		return OUT_GONE;
-	}
 	return respond_str(c, r, 200, "slow done\n");
 }
 
+/* /hang and -m hang: no answer; the backend gives up after HANG_CAP_MS. */
 static enum outcome h_hang(struct conn *c, const struct request *r)
 {
-	if (!wait_peer(c, HANG_CAP_MS)) {
-		emit_cancelled(c, r, "before_response");
+	if (!wait_before_response(c, r, HANG_CAP_MS))
 		return OUT_GONE;
-	}
 	return OUT_CLOSE;
 }
 
@@ -967,13 +1001,33 @@ static enum outcome h_upload(struct conn *c, const struct request *r)
 	return respond_str(c, r, 200, msg);
 }
 
-static enum outcome h_status(struct conn *c, const struct request *r)
+/* Status code with the body "status C\n" (/status, -m status=C, /healthz). */
+static enum outcome respond_status(struct conn *c, const struct request *r, long long code)
 {
-	long long code = query_num(r->query, "code", 200, 200, 599);
 	char msg[64];
 
 	snprintf(msg, sizeof msg, "status %lld\n", code);
 	return respond_str(c, r, (int)code, msg);
+}
+
+static enum outcome h_status(struct conn *c, const struct request *r)
+{
+	return respond_status(c, r, query_num(r->query, "code", 200, 200, 599));
+}
+
+static enum outcome h_healthz(struct conn *c, const struct request *r)
+{
+	int code = atomic_load(&health_code);
+
+	if (code == 200)
+		return respond_str(c, r, 200, "ok\n");
+	return respond_status(c, r, code);
+}
+
+static enum outcome h_set_health(struct conn *c, const struct request *r)
+{
+	atomic_store(&health_code, (int)query_num(r->query, "code", 200, 200, 599));
+	return respond_str(c, r, 200, "set\n");
 }
 
 static enum outcome h_headers(struct conn *c, const struct request *r)
@@ -1034,7 +1088,7 @@ static enum outcome h_badframe(struct conn *c, const struct request *r)
 {
 	const struct bad_response *b = NULL;
 	bool keep = query_num(r->query, "keep", 0, 0, 1) == 1;
-	char head[128];
+	char head[192];
 	int n;
 
 	for (long long i = 0; i < N_BAD && !b; i++)
@@ -1042,7 +1096,8 @@ static enum outcome h_badframe(struct conn *c, const struct request *r)
 			b = &bad_responses[i];
 	if (!b)
 		b = &bad_responses[query_num(r->query, "kind", 1, 1, N_BAD) - 1];
-	n = snprintf(head, sizeof head, "%s\r\n%s", b->status, keep ? "" : "Connection: close\r\n");
+	n = snprintf(head, sizeof head, "%s\r\n%s%s", b->status, name_field,
+		     keep ? "" : "Connection: close\r\n");
 	if (n < 0 || (size_t)n >= sizeof head || !send_all(c, head, (size_t)n) ||
 	    !send_all(c, b->rest, b->rest_len))
 		return OUT_GONE;
@@ -1108,15 +1163,15 @@ static enum outcome h_nobody(struct conn *c, const struct request *r)
 	long long cl = query_num(r->query, "cl", 100, -1, (long long)1 << 40);
 	bool te = query_num(r->query, "te", 0, 0, 1) == 1;
 	char framing[64] = "";
-	char head[256];
+	char head[384];
 	int n;
 
 	if (te)
 		snprintf(framing, sizeof framing, "Transfer-Encoding: chunked\r\n");
 	else if (cl >= 0)
 		snprintf(framing, sizeof framing, "Content-Length: %lld\r\n", cl);
-	n = snprintf(head, sizeof head, "HTTP/1.1 %lld %s\r\nContent-Type: text/plain\r\n%s"
-		     "Connection: %s\r\n\r\n", code, reason((int)code), framing,
+	n = snprintf(head, sizeof head, "HTTP/1.1 %lld %s\r\nContent-Type: text/plain\r\n%s%s"
+		     "Connection: %s\r\n\r\n", code, reason((int)code), framing, name_field,
 		     r->keep_alive ? "keep-alive" : "close");
 	if (n < 0 || (size_t)n >= sizeof head || !send_raw_head(c, r, head, (size_t)n, (int)code))
 		return OUT_GONE;
@@ -1128,11 +1183,11 @@ static enum outcome h_split(struct conn *c, const struct request *r)
 	long long n = query_num(r->query, "n", 100, 0, 1 << 24);
 	long long piece = query_num(r->query, "piece", 1, 1, 1 << 20);
 	long long delay = query_num(r->query, "delay_ms", 1, 0, 10000);
-	char head[256];
+	char head[384];
 	int hl = snprintf(head, sizeof head,
 			  "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-			  "X-Split: piece=%lld\r\nContent-Length: %lld\r\nConnection: %s\r\n\r\n",
-			  piece, n, r->keep_alive ? "keep-alive" : "close");
+			  "X-Split: piece=%lld\r\n%sContent-Length: %lld\r\nConnection: %s\r\n\r\n",
+			  piece, name_field, n, r->keep_alive ? "keep-alive" : "close");
 	size_t total = (size_t)hl + (r->head_only ? 0 : (size_t)n);
 	char *buf = malloc(total);
 	bool announced = false;
@@ -1172,11 +1227,12 @@ static enum outcome h_split(struct conn *c, const struct request *r)
 static enum outcome h_until_close(struct conn *c, const struct request *r, bool http10)
 {
 	long long n = query_num(r->query, "n", 100, 0, (long long)1 << 40);
-	const char *head = http10 ? "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
-				  : "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-				    "Connection: close\r\n\r\n";
+	char head[256];
+	int hl = snprintf(head, sizeof head, "HTTP/1.%d 200 OK\r\nContent-Type: text/plain\r\n"
+			  "%s%s\r\n", http10 ? 0 : 1, name_field,
+			  http10 ? "" : "Connection: close\r\n");
 
-	if (!send_raw_head(c, r, head, strlen(head), 200))
+	if (hl < 0 || (size_t)hl >= sizeof head || !send_raw_head(c, r, head, (size_t)hl, 200))
 		return OUT_GONE;
 	if (!send_pattern(c, r, 0, n)) {
 		emit_cancelled(c, r, "sending_body");
@@ -1270,7 +1326,43 @@ static enum outcome route(struct conn *c, const struct request *r)
 		return h_big_head(c, r);
 	if (strcmp(p, "/slowread") == 0)
 		return respond(c, r, 200, r->body ? r->body : "", r->body_len, false);
+	if (strcmp(p, "/healthz") == 0)
+		return h_healthz(c, r);
+	if (strcmp(p, "/set-health") == 0)
+		return h_set_health(c, r);
 	return respond_str(c, r, 404, "not found\n");
+}
+
+/* Whether -m applies to r: never to the health endpoints. */
+static bool mode_applies(const struct request *r)
+{
+	return mode != MODE_NORMAL && strcmp(r->path, "/healthz") != 0 &&
+	       strcmp(r->path, "/set-health") != 0;
+}
+
+/* What -m arranges for r: DROP_RST, DROP_FIN or DROP_NONE. */
+static int mode_drop(const struct request *r)
+{
+	if (!mode_applies(r))
+		return DROP_NONE;
+	return mode == MODE_RESET ? DROP_RST : mode == MODE_FIN ? DROP_FIN : DROP_NONE;
+}
+
+/* Answer r as -m says, its body read already (the drop modes never get here). */
+static enum outcome misbehave(struct conn *c, const struct request *r)
+{
+	switch (mode) {
+	case MODE_HANG:
+		return h_hang(c, r);
+	case MODE_STATUS:
+		return respond_status(c, r, mode_arg);
+	case MODE_SLOWHEAD:
+		if (!wait_before_response(c, r, mode_arg))
+			return OUT_GONE;
+		return route(c, r);
+	default:
+		return route(c, r);
+	}
 }
 
 /* Read the body, then answer. */
@@ -1293,12 +1385,12 @@ static enum outcome handle(struct conn *c, struct request *r)
 		return OUT_CLOSE;
 	}
 	emit("ev=body_done conn=%ld req=%ld bytes=%zu", c->id, r->id, r->body_len);
-	return route(c, r);
+	return mode_applies(r) ? misbehave(c, r) : route(c, r);
 }
 
-/* The request after a /drop-next or /reset-next: read it all, answer
- * nothing, close (with a RST for /reset-next). */
-static enum outcome drop(struct conn *c, struct request *r)
+/* The request after a /drop-next or /reset-next, or any under -m reset or
+ * -m fin: read it all, answer nothing, close (with a RST for how DROP_RST). */
+static enum outcome drop(struct conn *c, struct request *r, int how)
 {
 	enum rd rc = read_body(c, r, false);
 
@@ -1308,8 +1400,8 @@ static enum outcome drop(struct conn *c, struct request *r)
 	}
 	emit("ev=body_done conn=%ld req=%ld bytes=%zu", c->id, r->id, r->body_len);
 	emit("ev=dropped conn=%ld req=%ld method=%s how=%s", c->id, r->id, r->method,
-	     c->drop_next == DROP_RST ? "rst" : "fin");
-	c->reset = c->drop_next == DROP_RST;
+	     how == DROP_RST ? "rst" : "fin");
+	c->reset = how == DROP_RST;
 	c->drop_next = DROP_NONE;
 	return OUT_CLOSE;
 }
@@ -1324,12 +1416,13 @@ static void request_free(struct request *r)
 /* Reject a malformed head: 400, then close. */
 static void reject(struct conn *c, int status)
 {
-	char msg[128];
+	char msg[256];
 	int n = snprintf(msg, sizeof msg,
-			 "HTTP/1.1 %d %s\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbad\n",
-			 status, reason(status));
+			 "HTTP/1.1 %d %s\r\nContent-Length: 4\r\n%sConnection: close\r\n\r\nbad\n",
+			 status, reason(status), name_field);
 
-	send_all(c, msg, (size_t)n);
+	if (n > 0 && (size_t)n < sizeof msg)
+		send_all(c, msg, (size_t)n);
 }
 
 /* Serve requests until the connection ends; true if we close it. */
@@ -1340,6 +1433,7 @@ static bool serve(struct conn *c)
 		char *head = NULL;
 		int rc = read_head(c, &head);
 		enum outcome out;
+		int how;
 
 		if (rc == 0 || rc == -1)
 			return false;
@@ -1356,7 +1450,8 @@ static bool serve(struct conn *c)
 			return true;
 		}
 		emit_request(c, &r);
-		out = c->drop_next != DROP_NONE ? drop(c, &r) : handle(c, &r);
+		how = c->drop_next != DROP_NONE ? c->drop_next : mode_drop(&r);
+		out = how != DROP_NONE ? drop(c, &r, how) : handle(c, &r);
 		request_free(&r);
 		if (out == OUT_GONE)
 			return false;
@@ -1437,16 +1532,59 @@ static int listen_on(int port, int *bound)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: backend [-p PORT] [-q]\n");
+	fprintf(f, "usage: backend [-p PORT] [-q] [-m MODE] [-i NAME]\n"
+		   "  MODE: normal, reset, fin, hang, status=C (200-599), slowhead=MS\n");
+}
+
+/* Set the -m mode from its argument; false if it is not one. */
+static bool parse_mode(const char *s)
+{
+	static const struct { const char *word; enum mode_kind kind; } plain[] = {
+		{ "normal", MODE_NORMAL }, { "reset", MODE_RESET },
+		{ "fin", MODE_FIN }, { "hang", MODE_HANG },
+	};
+
+	for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+		if (strcmp(s, plain[i].word) == 0) {
+			mode = plain[i].kind;
+			return true;
+		}
+	}
+	if (strncmp(s, "status=", 7) == 0 && parse_long(s + 7, 200, 599, &mode_arg)) {
+		mode = MODE_STATUS;
+		return true;
+	}
+	if (strncmp(s, "slowhead=", 9) == 0 && parse_long(s + 9, 0, MAX_WAIT_MS, &mode_arg)) {
+		mode = MODE_SLOWHEAD;
+		return true;
+	}
+	return false;
+}
+
+/* Set the -i name (the X-Backend field); false if it could break the head. */
+static bool parse_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > NAME_MAX_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+			return false;
+	snprintf(name_field, sizeof name_field, "X-Backend: %s\r\n", s);
+	return true;
 }
 
 int main(int argc, char **argv)
 {
+	static const char opts[] = "p:qm:i:h";
 	long long port = 0;
 	int lfd, bound;
 
-	for (int opt = getopt(argc, argv, "p:qh"); opt != -1; opt = getopt(argc, argv, "p:qh")) {
+	for (int opt = getopt(argc, argv, opts); opt != -1; opt = getopt(argc, argv, opts)) {
 		if (opt == 'p' && parse_long(optarg, 0, 65535, &port))
+			continue;
+		if ((opt == 'm' && parse_mode(optarg)) || (opt == 'i' && parse_name(optarg)))
 			continue;
 		if (opt == 'q') {
 			quiet = true;

@@ -232,13 +232,24 @@ def _stop_process(proc, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
 
 
 class Backend:
-    """build/tests/backend on 127.0.0.1, its event lines collected."""
+    """build/tests/backend on 127.0.0.1, its event lines collected.
 
-    def __init__(self):
+    mode: the backend's -m MODE, how it answers every request but /healthz
+    and /set-health ("reset", "fin", "hang", "status=503", "slowhead=500");
+    name: its -i NAME, sent back as the X-Backend response field."""
+
+    def __init__(self, mode=None, name=None):
         if not os.access(BACKEND_BIN, os.X_OK):
             raise AssertionError("%s is not built (make build/tests/backend)" % BACKEND_BIN)
+        cmd = [BACKEND_BIN, "-p", "0"]
+        if mode is not None:
+            cmd += ["-m", mode]
+        if name is not None:
+            cmd += ["-i", name]
+        self.mode = mode
+        self.name = name
         self.proc = _register(subprocess.Popen(
-            [BACKEND_BIN, "-p", "0"], stdin=subprocess.DEVNULL,
+            cmd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
         self.events = LineLog(self.proc.stdout, _parse_event, "backend")
         first = self.events.wait(lambda e: "listening" in e, START_TIMEOUT, what="listening")
@@ -288,6 +299,21 @@ class Backend:
         for e in self.find(ev="header", conn=req["conn"], req=req["req"]):
             out.setdefault(e["name"], []).append(e["value"])
         return out
+
+    def get(self, path, timeout=WAIT_TIMEOUT):
+        """GET path straight from the backend (no proxy) on a connection of its
+        own, e.g. /set-health?code=503; returns the Response."""
+        c = Client(self.port, timeout)
+        try:
+            return c.request("GET", path, timeout=timeout)
+        finally:
+            c.close()
+
+    def set_health(self, code, timeout=WAIT_TIMEOUT):
+        """Make /healthz answer code from now on; AssertionError if not acknowledged."""
+        resp = self.get("/set-health?code=%d" % code, timeout)
+        if resp.status != 200 or resp.body != b"set\n":
+            raise AssertionError("backend: /set-health?code=%d got %r" % (code, resp))
 
     def stop(self):
         """Stop the backend (SIGTERM, then SIGKILL)."""
@@ -773,9 +799,9 @@ class ProxyTest(unittest.TestCase):
             self.fail("ctxproxy (pid %d) exited by itself during the test, status %s"
                       % (p.pid, p.proc.returncode))
 
-    def start_backend(self):
-        """A fresh backend process."""
-        b = Backend()
+    def start_backend(self, mode=None, name=None):
+        """A fresh backend process (mode, name: see Backend)."""
+        b = Backend(mode, name)
         self.backends.append(b)
         return b
 

@@ -1,10 +1,13 @@
 """test_backend.py - the test backend itself: events and endpoints, without the proxy."""
 
 import os
+import subprocess
 import threading
+import time
 import unittest
 
-from harness import Backend, Client, LineLog, ProxyTest, _parse_event, expected_bytes
+from harness import (BACKEND_BIN, Backend, Client, LineLog, ProxyTest, WAIT_TIMEOUT, _parse_event,
+                     expected_bytes)
 
 
 class HeadersOf(unittest.TestCase):
@@ -27,6 +30,18 @@ class HeadersOf(unittest.TestCase):
         self.addCleanup(late.cancel)
         self.assertEqual(backend.headers_of(req),
                          {"host": ["a"], "x-late": ["b"]})
+
+
+def connection_end(c, timeout=WAIT_TIMEOUT):
+    """How the peer ended raw client c's connection: "rst" or "fin"."""
+    c.sock.settimeout(timeout)
+    try:
+        data = c.sock.recv(1)
+    except ConnectionResetError:
+        return "rst"
+    if data:
+        raise AssertionError("the backend answered: %r" % data)
+    return "fin"
 
 
 class BackendSelfTest(ProxyTest):
@@ -83,6 +98,126 @@ class BackendSelfTest(ProxyTest):
             self.assertLess(ev["t"] - closed_at, 100_000, path)
             b.wait(ev="close", conn=req["conn"], by="peer")
 
+
+    def assertHealthy(self, b):
+        """/healthz answers 200 "ok\\n" whatever -m says."""
+        resp = b.get("/healthz")
+        self.assertEqual((resp.status, resp.body), (200, b"ok\n"), b.mode)
+
+    def test_mode_reset_and_fin(self):
+        data = os.urandom(100_000)
+        for how in ("rst", "fin"):
+            b = self.start_backend(mode="reset" if how == "rst" else "fin")
+            c = self.direct(b)
+            c.send_request("POST", "/echo", body=data)
+            self.assertEqual(connection_end(c), how)
+            req = b.wait_request("/echo")
+            done = b.wait(ev="body_done", conn=req["conn"], req=req["req"])
+            self.assertEqual(done["bytes"], str(len(data)))
+            dropped = b.wait(ev="dropped", conn=req["conn"], req=req["req"])
+            self.assertEqual((dropped["method"], dropped["how"]), ("POST", how))
+            b.wait(ev="close", conn=req["conn"], by="self")
+            self.assertEqual(b.find(ev="response", conn=req["conn"]), [])
+            self.assertHealthy(b)
+
+    def test_mode_hang(self):
+        b = self.start_backend(mode="hang")
+        c = self.direct(b)
+        c.send_request("POST", "/fast", body=b"abc")
+        req = b.wait_request("/fast")
+        b.wait(ev="body_done", conn=req["conn"], req=req["req"], bytes=3)
+        self.assertHealthy(b)
+        self.assertTrue(c.is_open(0.2), "the hanging backend answered or closed")
+        closed_at = c.close()
+        ev = b.wait(ev="cancelled", conn=req["conn"], req=req["req"])
+        self.assertEqual(ev["phase"], "before_response")
+        self.assertLess(ev["t"] - closed_at, 100_000)
+        b.wait(ev="close", conn=req["conn"], by="peer")
+        self.assertEqual(b.find(ev="response", conn=req["conn"]), [])
+
+    def test_mode_status(self):
+        b = self.start_backend(mode="status=503")
+        c = self.direct(b)
+        for method, path, body in (("GET", "/fast", None), ("POST", "/echo", b"x" * 5000),
+                                   ("GET", "/nope", None)):
+            resp = c.request(method, path, body=body)
+            self.assertEqual((resp.status, resp.body), (503, b"status 503\n"), path)
+        resp = c.request("GET", "/healthz")
+        self.assertEqual((resp.status, resp.body), (200, b"ok\n"))
+        echo = b.wait_request("/echo")
+        b.wait(ev="body_done", conn=echo["conn"], req=echo["req"], bytes=5000)
+        b.wait(ev="response", conn=echo["conn"], req=echo["req"], status=503)
+        self.assertEqual(len(b.find(ev="open")), 1)
+
+    def test_mode_slowhead(self):
+        b = self.start_backend(mode="slowhead=500")
+        c = self.direct(b)
+        sent = time.monotonic()
+        resp = c.request("GET", "/bytes?n=1000")
+        self.assertEqual((resp.status, resp.body), (200, expected_bytes(1000)))
+        self.assertGreaterEqual(resp.head_time - sent, 0.5)
+        req = b.wait_request("/bytes")
+        waited = (b.wait(ev="response", conn=req["conn"], req=req["req"])["t"]
+                  - b.wait(ev="body_done", conn=req["conn"], req=req["req"])["t"])
+        self.assertGreaterEqual(waited, 500_000)
+        mark = b.mark()
+        self.assertHealthy(b)
+        health = b.wait_request("/healthz", start=mark)
+        quick = (b.wait(ev="response", conn=health["conn"], req=health["req"])["t"]
+                 - b.wait(ev="body_done", conn=health["conn"], req=health["req"])["t"])
+        self.assertLess(quick, 250_000, "/healthz waited for slowhead")
+
+    def test_mode_slowhead_cancelled(self):
+        b = self.start_backend(mode="slowhead=60000")
+        c = self.direct(b)
+        c.send_request("GET", "/fast")
+        req = b.wait_request("/fast")
+        b.wait(ev="body_done", conn=req["conn"], req=req["req"])
+        closed_at = c.reset()
+        ev = b.wait(ev="cancelled", conn=req["conn"], req=req["req"])
+        self.assertEqual(ev["phase"], "before_response")
+        self.assertLess(ev["t"] - closed_at, 100_000)
+        b.wait(ev="close", conn=req["conn"], by="peer")
+
+    def test_healthz_and_set_health(self):
+        b = self.start_backend()
+        c = self.direct(b)
+        resp = c.request("GET", "/healthz")
+        self.assertEqual((resp.status, resp.body), (200, b"ok\n"))
+        b.set_health(503)
+        resp = c.request("GET", "/healthz")       # another connection's setting
+        self.assertEqual((resp.status, resp.body), (503, b"status 503\n"))
+        self.assertEqual(c.request("GET", "/fast").status, 200)
+        b.set_health(200)
+        self.assertEqual(c.request("HEAD", "/healthz").status, 200)
+        checks = b.wait_count(3, ev="request", path="/healthz")
+        self.assertEqual([e["method"] for e in checks], ["GET", "GET", "HEAD"])
+        self.assertEqual(len(b.find(ev="request", path="/set-health?code=503")), 1)
+
+    def test_name_header(self):
+        b = self.start_backend(name="b1")
+        c = self.direct(b)
+        for path in ("/fast", "/status?code=503", "/nope", "/healthz", "/nobody?code=304",
+                     "/split?n=10&delay_ms=0", "/interim?n=1", "/close"):
+            resp = c.request("GET", path)
+            self.assertEqual(resp.header("x-backend"), "b1", path)
+        c = self.direct(b)
+        resp = c.request("GET", "/http10?n=10")
+        self.assertEqual((resp.header("x-backend"), resp.body), ("b1", expected_bytes(10)))
+        failing = self.start_backend(mode="status=502", name="b2")
+        resp = failing.get("/fast")
+        self.assertEqual((resp.status, resp.header("x-backend")), (502, "b2"))
+        plain = self.start_backend()
+        self.assertIsNone(plain.get("/fast").header("x-backend"))
+
+    def test_bad_options(self):
+        for args in (["-m", "bogus"], ["-m", "status=99"], ["-m", "slowhead=x"],
+                     ["-i", "a b"], ["-i", ""], ["-i", "x" * 65]):
+            proc = subprocess.run([BACKEND_BIN, "-p", "0"] + args, stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=WAIT_TIMEOUT)
+            self.assertEqual(proc.returncode, 2, args)
+            self.assertIn(b"usage: backend", proc.stderr, args)
+            self.assertEqual(proc.stdout, b"", args)
 
 if __name__ == "__main__":
     unittest.main()
