@@ -321,21 +321,33 @@ class Backend:
 
 
 def config_value(v):
-    """Format a Python value as a libconfig scalar."""
+    """Format a Python value as a libconfig value: a scalar, a list
+    ( a, b ) from a list or tuple, a group { k = v; ... } from a dict."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v) if -2**31 <= v < 2**31 else "%dL" % v
     if isinstance(v, (list, tuple)):
         return "( " + ", ".join(config_value(x) for x in v) + " )"
+    if isinstance(v, dict):
+        return "{ " + "".join("%s = %s; " % (k, config_value(x)) for k, x in v.items()) + "}"
     s = str(v).replace("\\", "\\\\").replace('"', '\\"')
     return '"%s"' % s
 
 
+def _upstream_url(u):
+    """A Backend's URL, or u itself (a URL string)."""
+    return u.url if isinstance(u, Backend) else u
+
+
 def route(name, prefix, upstream, **opts):
-    """A route dict; upstream may be a Backend or a URL string."""
-    if isinstance(upstream, Backend):
-        upstream = upstream.url
+    """A route dict; upstream may be a Backend, a URL string, or a list of
+    them (a pool).  List values of opts become libconfig lists
+    (retry_on=["connect_failure", "502"]), dicts groups (health={...})."""
+    if isinstance(upstream, (list, tuple)):
+        upstream = [_upstream_url(u) for u in upstream]
+    else:
+        upstream = _upstream_url(upstream)
     r = {"name": name, "prefix": prefix, "upstream": upstream}
     r.update(opts)
     return r

@@ -7,7 +7,7 @@ import time
 import unittest
 
 from harness import (BACKEND_BIN, Backend, Client, LineLog, ProxyTest, WAIT_TIMEOUT, _parse_event,
-                     expected_bytes)
+                     config_text, expected_bytes, route)
 
 
 class HeadersOf(unittest.TestCase):
@@ -30,6 +30,28 @@ class HeadersOf(unittest.TestCase):
         self.addCleanup(late.cancel)
         self.assertEqual(backend.headers_of(req),
                          {"host": ["a"], "x-late": ["b"]})
+
+
+class ConfigText(unittest.TestCase):
+    """route() and config_text() render pools, lists and groups as libconfig."""
+
+    def test_pool_lists_and_group(self):
+        fake = Backend.__new__(Backend)            # no process: only its URL
+        fake.url = "http://127.0.0.1:9002"
+        r = route("api", "/api/", ["http://127.0.0.1:9001", fake], retries=2,
+                  retry_on=["connect_failure", "502"],
+                  health={"path": "/healthz", "interval_ms": 200, "rise": 1})
+        text = config_text([r])
+        self.assertIn('{ name = "api"; prefix = "/api/"; '
+                      'upstream = ( "http://127.0.0.1:9001", "http://127.0.0.1:9002" ); '
+                      'retries = 2; retry_on = ( "connect_failure", "502" ); '
+                      'health = { path = "/healthz"; interval_ms = 200; rise = 1; }; }', text)
+
+    def test_single_upstream_unchanged(self):
+        fake = Backend.__new__(Backend)
+        fake.url = "http://127.0.0.1:9003"
+        self.assertIn('{ name = "m"; prefix = "/"; upstream = "http://127.0.0.1:9003"; }',
+                      config_text([route("m", "/", fake)]))
 
 
 def connection_end(c, timeout=WAIT_TIMEOUT):
