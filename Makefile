@@ -93,6 +93,8 @@ TEST_OBJS_log := log
 TEST_OBJS_h1 := h1 headers
 TEST_PKGS_h1 :=
 TEST_PKGS_log :=
+TEST_OBJS_retry := retry
+TEST_PKGS_retry :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
