@@ -95,6 +95,8 @@ TEST_PKGS_h1 :=
 TEST_PKGS_log :=
 TEST_OBJS_retry := retry
 TEST_PKGS_retry :=
+TEST_OBJS_pool := pool retry
+TEST_PKGS_pool :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
