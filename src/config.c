@@ -1,10 +1,8 @@
 /* config.c - read a libconfig file and validate it into a struct config. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <libconfig.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,119 +12,53 @@
 
 #include "config.h"
 #include "config_syntax.h"
+#include "config_keys.h"
 #include "config_text.h"
 #include "headers.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* Keeps now + timeout far from int64 nanosecond overflow (~24.8 days). */
-#define TIMEOUT_MAX_MS ((int64_t)INT32_MAX)
-
-struct loader {
-	const char *name;       /* FILE in messages when libconfig has none */
-	FILE *err;
-	int nerr;
-	struct config *cfg;
-	const config_setting_t *routes;  /* parsed after defaults, wherever it is */
-};
-
-enum key_kind { KEY_INT, KEY_INT64, KEY_BOOL, KEY_STRING, KEY_CUSTOM };
-
-struct key {
-	const char *name;
-	enum key_kind kind;
-	size_t off;             /* where the value lands in the target object */
-	int64_t min, max;       /* integers only */
-	/* KEY_STRING: validates (and may normalise) the stored copy;
-	 * KEY_CUSTOM: does the whole job. */
-	void (*check)(struct loader *ld, const config_setting_t *s, void *obj);
-	bool required;
-};
-
-static void vreport(struct loader *ld, const char *file, unsigned line,
-		    const char *fmt, va_list ap)
-{
-	ld->nerr++;
-	if (!ld->err)
-		return;
-	fprintf(ld->err, "%s:%u: ", file ? file : ld->name, line);
-	vfprintf(ld->err, fmt, ap);
-	fputc('\n', ld->err);
-}
-
-__attribute__((format(printf, 4, 5)))
-static void report(struct loader *ld, const char *file, unsigned line,
-		   const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vreport(ld, file, line, fmt, ap);
-	va_end(ap);
-}
-
-/* Blames a setting: its own file (it may come from an @include) and line. */
-__attribute__((format(printf, 3, 4)))
-static void complain(struct loader *ld, const config_setting_t *s,
-		     const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vreport(ld, config_setting_source_file(s),
-		config_setting_source_line(s), fmt, ap);
-	va_end(ap);
-}
-
-static char *dup_or_complain(struct loader *ld, const config_setting_t *s,
-			     const char *str)
-{
-	char *copy = strdup(str);
-
-	if (!copy)
-		complain(ld, s, "out of memory");
-	return copy;
-}
-
 /* ---- per-key checks ---- */
 
-static void check_addr_string(struct loader *ld, const config_setting_t *s,
-			      const char *what)
+static void check_addr_string(struct config_loader *ld,
+			      const config_setting_t *s, const char *what)
 {
 	struct config_addr a;
 	const char *v = config_setting_get_string(s);
 	const char *why = config_parse_addr(v, &a);
 
 	if (why)
-		complain(ld, s, "invalid %s address '%s': %s", what, v, why);
+		config_complain(ld, s, "invalid %s address '%s': %s", what, v, why);
 }
 
-static void check_admin(struct loader *ld, const config_setting_t *s, void *obj)
+static void check_admin(struct config_loader *ld,
+			const config_setting_t *s, void *obj)
 {
 	(void)obj;
 	check_addr_string(ld, s, "admin");
 }
 
-static void listen_one(struct loader *ld, const config_setting_t *s,
+static void listen_one(struct config_loader *ld, const config_setting_t *s,
 		       struct config_addr *a)
 {
 	const char *why;
 
 	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		complain(ld, s, "'listen' addresses must be strings");
+		config_complain(ld, s, "'listen' addresses must be strings");
 		return;
 	}
 	why = config_parse_addr(config_setting_get_string(s), a);
 	if (why) {
-		complain(ld, s, "invalid listen address '%s': %s",
-			 config_setting_get_string(s), why);
+		config_complain(ld, s, "invalid listen address '%s': %s",
+				config_setting_get_string(s), why);
 		/* port 0 keeps the half-parsed entry out of the clash check */
 		memset(a, 0, sizeof(*a));
 	}
 }
 
-static void parse_listen(struct loader *ld, const config_setting_t *s, void *obj)
+static void parse_listen(struct config_loader *ld,
+			 const config_setting_t *s, void *obj)
 {
 	struct config *cfg = obj;
 	int type = config_setting_type(s);
@@ -148,7 +80,7 @@ static void parse_listen(struct loader *ld, const config_setting_t *s, void *obj
 			why = "out of memory";
 	}
 	if (why) {
-		complain(ld, s, "%s", why);
+		config_complain(ld, s, "%s", why);
 		return;
 	}
 	cfg->nlisten = n;
@@ -160,66 +92,68 @@ static void parse_listen(struct loader *ld, const config_setting_t *s, void *obj
 		listen_one(ld, config_setting_get_elem(s, i), &cfg->listen[i]);
 }
 
-static void check_access_log(struct loader *ld, const config_setting_t *s,
-			     void *obj)
+static void check_access_log(struct config_loader *ld,
+			     const config_setting_t *s, void *obj)
 {
 	(void)obj;
 	if (!*config_setting_get_string(s))
-		complain(ld, s, "'access_log' must be \"-\", \"off\" or a file path");
+		config_complain(ld, s, "'access_log' must be \"-\", \"off\" or a file path");
 }
 
-static void check_log_format(struct loader *ld, const config_setting_t *s,
-			     void *obj)
+static void check_log_format(struct config_loader *ld,
+			     const config_setting_t *s, void *obj)
 {
 	const char *v = config_setting_get_string(s);
 
 	(void)obj;
 	if (strcmp(v, "logfmt") != 0 && strcmp(v, "json") != 0)
-		complain(ld, s, "'access_log_format' must be \"logfmt\" or \"json\", not '%s'", v);
+		config_complain(ld, s, "'access_log_format' must be \"logfmt\" or \"json\", not '%s'", v);
 }
 
-static void check_deadline_header(struct loader *ld, const config_setting_t *s,
-				  void *obj)
+static void check_deadline_header(struct config_loader *ld,
+				  const config_setting_t *s, void *obj)
 {
 	const char *v = config_setting_get_string(s);
 
 	(void)obj;
 	if (*v && !headers_is_token(v, strlen(v))) {
-		complain(ld, s, "'deadline_header' must be a header name "
-			 "(letters, digits and !#$%%&'*+-.^_`|~) or \"\" to disable, not '%s'", v);
+		config_complain(ld, s, "'deadline_header' must be a header name "
+				"(letters, digits and !#$%%&'*+-.^_`|~) or \"\" to disable, not '%s'", v);
 		return;
 	}
 	/* A budget in a field the proxy writes or strips itself would be
 	 * dropped, or would overwrite what the upstream relies on. */
 	if (headers_proxy_managed(v))
-		complain(ld, s, "'deadline_header' cannot be '%s': "
-			 "ctxproxy manages that header itself", v);
+		config_complain(ld, s, "'deadline_header' cannot be '%s': "
+				"ctxproxy manages that header itself", v);
 }
 
-static void check_name(struct loader *ld, const config_setting_t *s, void *obj)
+static void check_name(struct config_loader *ld,
+		       const config_setting_t *s, void *obj)
 {
 	const char *v = config_setting_get_string(s);
 
 	(void)obj;
 	/* names end up unquoted in logfmt lines and metric labels */
 	if (!config_is_hostname(v, strlen(v)))
-		complain(ld, s, "route name '%s' must be non-empty and use only "
-			 "letters, digits, '-', '_' and '.'", v);
+		config_complain(ld, s, "route name '%s' must be non-empty and use only "
+				"letters, digits, '-', '_' and '.'", v);
 }
 
-static void check_prefix(struct loader *ld, const config_setting_t *s,
+static void check_prefix(struct config_loader *ld, const config_setting_t *s,
 			 void *obj)
 {
 	const char *v = config_setting_get_string(s);
 
 	(void)obj;
 	if (v[0] != '/')
-		complain(ld, s, "'prefix' must start with \"/\", not '%s'", v);
+		config_complain(ld, s, "'prefix' must start with \"/\", not '%s'", v);
 	else if (!config_is_plain_path(v))
-		complain(ld, s, "'prefix' must not contain spaces, control characters, '?' or '#'");
+		config_complain(ld, s, "'prefix' must not contain spaces, control characters, '?' or '#'");
 }
 
-static void check_host(struct loader *ld, const config_setting_t *s, void *obj)
+static void check_host(struct config_loader *ld,
+		       const config_setting_t *s, void *obj)
 {
 	struct config_route *r = obj;
 	char *h = r->host;
@@ -229,63 +163,59 @@ static void check_host(struct loader *ld, const config_setting_t *s, void *obj)
 		if (h[i] >= 'A' && h[i] <= 'Z')
 			h[i] = (char)(h[i] - 'A' + 'a');
 	if (len == 0)
-		complain(ld, s, "'host' must not be empty (leave it out to match any host)");
+		config_complain(ld, s, "'host' must not be empty (leave it out to match any host)");
 	else if (h[0] == '[' && h[len - 1] == ']' && config_is_ipv6(h + 1, len - 2))
 		return;
 	else if (strchr(h, ':'))
-		complain(ld, s, "'host' must not include a port (ports are ignored when matching); "
-			 "write IPv6 addresses in brackets");
+		config_complain(ld, s, "'host' must not include a port (ports are ignored when matching); "
+				"write IPv6 addresses in brackets");
 	else if (!config_is_hostname(h, len))
-		complain(ld, s, "'host' '%s' is not a valid host name", h);
+		config_complain(ld, s, "'host' '%s' is not a valid host name", h);
 }
 
-static void check_upstream(struct loader *ld, const config_setting_t *s,
-			   void *obj)
+static void check_upstream(struct config_loader *ld,
+			   const config_setting_t *s, void *obj)
 {
 	struct config_route *r = obj;
 	const char *why = config_split_upstream(r->upstream, &r->upstream_origin,
 						&r->upstream_base, &r->upstream_host);
 
 	if (why)
-		complain(ld, s, "invalid upstream '%s': %s", r->upstream, why);
+		config_complain(ld, s, "invalid upstream '%s': %s", r->upstream, why);
 }
 
 /* ---- the key tables ---- */
 
+#define TIMEOUT_KEY(n, type, m, min)                                         \
+	{ n, CONFIG_KEY_INT64, offsetof(type, m), min, CONFIG_TIMEOUT_MAX_MS, \
+	  NULL, false }
 #define TIMEOUT_KEYS(type, m)                                                \
-	{ "connect_timeout_ms", KEY_INT64, offsetof(type, m.connect_timeout_ms), \
-	  1, TIMEOUT_MAX_MS, NULL, false },                                   \
-	{ "timeout_ms", KEY_INT64, offsetof(type, m.timeout_ms),               \
-	  1, TIMEOUT_MAX_MS, NULL, false },                                   \
-	{ "header_timeout_ms", KEY_INT64, offsetof(type, m.header_timeout_ms), \
-	  0, TIMEOUT_MAX_MS, NULL, false },                                   \
-	{ "idle_timeout_ms", KEY_INT64, offsetof(type, m.idle_timeout_ms),     \
-	  0, TIMEOUT_MAX_MS, NULL, false }
+	TIMEOUT_KEY("connect_timeout_ms", type, m.connect_timeout_ms, 1),    \
+	TIMEOUT_KEY("timeout_ms", type, m.timeout_ms, 1),                    \
+	TIMEOUT_KEY("header_timeout_ms", type, m.header_timeout_ms, 0),      \
+	TIMEOUT_KEY("idle_timeout_ms", type, m.idle_timeout_ms, 0)
 
-static const struct key default_keys[] = {
+static const struct config_key default_keys[] = {
 	TIMEOUT_KEYS(struct config, defaults),
 };
 
-static const struct key route_keys[] = {
-	{ "name", KEY_STRING, offsetof(struct config_route, name), 0, 0,
-	  check_name, true },
-	{ "prefix", KEY_STRING, offsetof(struct config_route, prefix), 0, 0,
-	  check_prefix, true },
-	{ "host", KEY_STRING, offsetof(struct config_route, host), 0, 0,
-	  check_host, false },
-	{ "upstream", KEY_STRING, offsetof(struct config_route, upstream), 0, 0,
-	  check_upstream, true },
-	{ "strip_prefix", KEY_BOOL, offsetof(struct config_route, strip_prefix),
-	  0, 0, NULL, false },
-	{ "preserve_host", KEY_BOOL, offsetof(struct config_route, preserve_host),
-	  0, 0, NULL, false },
+#define ROUTE(n, kind, field, min, max, check, req) \
+	{ n, kind, offsetof(struct config_route, field), min, max, check, req }
+
+static const struct config_key route_keys[] = {
+	ROUTE("name", CONFIG_KEY_STRING, name, 0, 0, check_name, true),
+	ROUTE("prefix", CONFIG_KEY_STRING, prefix, 0, 0, check_prefix, true),
+	ROUTE("host", CONFIG_KEY_STRING, host, 0, 0, check_host, false),
+	ROUTE("upstream", CONFIG_KEY_STRING, upstream, 0, 0, check_upstream, true),
+	ROUTE("strip_prefix", CONFIG_KEY_BOOL, strip_prefix, 0, 0, NULL, false),
+	ROUTE("preserve_host", CONFIG_KEY_BOOL, preserve_host, 0, 0, NULL, false),
 	TIMEOUT_KEYS(struct config_route, t),
 };
 
-static void parse_defaults(struct loader *ld, const config_setting_t *s,
+static void parse_defaults(struct config_loader *ld, const config_setting_t *s,
 			   void *obj);
 
-static void remember_routes(struct loader *ld, const config_setting_t *s,
+static void remember_routes(struct config_loader *ld, const config_setting_t *s,
 			    void *obj)
 {
 	(void)obj;
@@ -295,140 +225,47 @@ static void remember_routes(struct loader *ld, const config_setting_t *s,
 #define TOP(n, kind, field, min, max, check, req) \
 	{ n, kind, offsetof(struct config, field), min, max, check, req }
 
-static const struct key top_keys[] = {
-	TOP("listen", KEY_CUSTOM, listen, 0, 0, parse_listen, true),
-	TOP("admin", KEY_STRING, admin, 0, 0, check_admin, false),
-	TOP("workers", KEY_INT, workers, 1, CONFIG_WORKERS_MAX, NULL, false),
-	TOP("max_connections", KEY_INT64, max_connections, 1, INT32_MAX, NULL, false),
-	TOP("client_header_timeout_ms", KEY_INT64, client_header_timeout_ms,
-	    1, TIMEOUT_MAX_MS, NULL, false),
-	TOP("client_idle_timeout_ms", KEY_INT64, client_idle_timeout_ms,
-	    1, TIMEOUT_MAX_MS, NULL, false),
-	TOP("max_body_bytes", KEY_INT64, max_body_bytes, 0, INT64_MAX, NULL, false),
-	TOP("shutdown_grace_ms", KEY_INT64, shutdown_grace_ms,
-	    0, TIMEOUT_MAX_MS, NULL, false),
-	TOP("access_log", KEY_STRING, access_log, 0, 0, check_access_log, false),
-	TOP("access_log_format", KEY_STRING, access_log_format, 0, 0,
+static const struct config_key top_keys[] = {
+	TOP("listen", CONFIG_KEY_CUSTOM, listen, 0, 0, parse_listen, true),
+	TOP("admin", CONFIG_KEY_STRING, admin, 0, 0, check_admin, false),
+	TOP("workers", CONFIG_KEY_INT, workers, 1, CONFIG_WORKERS_MAX, NULL, false),
+	TOP("max_connections", CONFIG_KEY_INT64, max_connections, 1, INT32_MAX,
+	    NULL, false),
+	TOP("client_header_timeout_ms", CONFIG_KEY_INT64, client_header_timeout_ms,
+	    1, CONFIG_TIMEOUT_MAX_MS, NULL, false),
+	TOP("client_idle_timeout_ms", CONFIG_KEY_INT64, client_idle_timeout_ms,
+	    1, CONFIG_TIMEOUT_MAX_MS, NULL, false),
+	TOP("max_body_bytes", CONFIG_KEY_INT64, max_body_bytes, 0, INT64_MAX,
+	    NULL, false),
+	TOP("shutdown_grace_ms", CONFIG_KEY_INT64, shutdown_grace_ms,
+	    0, CONFIG_TIMEOUT_MAX_MS, NULL, false),
+	TOP("access_log", CONFIG_KEY_STRING, access_log, 0, 0, check_access_log,
+	    false),
+	TOP("access_log_format", CONFIG_KEY_STRING, access_log_format, 0, 0,
 	    check_log_format, false),
-	TOP("deadline_header", KEY_STRING, deadline_header, 0, 0,
+	TOP("deadline_header", CONFIG_KEY_STRING, deadline_header, 0, 0,
 	    check_deadline_header, false),
-	TOP("upstream_keepalive", KEY_INT, upstream_keepalive, 0,
+	TOP("upstream_keepalive", CONFIG_KEY_INT, upstream_keepalive, 0,
 	    CONFIG_KEEPALIVE_MAX, NULL, false),
-	TOP("upstream_keepalive_timeout_ms", KEY_INT64,
-	    upstream_keepalive_timeout_ms, 1, TIMEOUT_MAX_MS, NULL, false),
-	TOP("defaults", KEY_CUSTOM, defaults, 0, 0, parse_defaults, false),
-	TOP("routes", KEY_CUSTOM, routes, 0, 0, remember_routes, true),
+	TOP("upstream_keepalive_timeout_ms", CONFIG_KEY_INT64,
+	    upstream_keepalive_timeout_ms, 1, CONFIG_TIMEOUT_MAX_MS, NULL, false),
+	TOP("defaults", CONFIG_KEY_CUSTOM, defaults, 0, 0, parse_defaults, false),
+	TOP("routes", CONFIG_KEY_CUSTOM, routes, 0, 0, remember_routes, true),
 };
 
-#define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
-
-/* ---- applying a table to a group ---- */
-
-static bool get_int(struct loader *ld, const config_setting_t *s,
-		    const struct key *k, int64_t *v)
-{
-	int type = config_setting_type(s);
-
-	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
-		complain(ld, s, "'%s' must be an integer", k->name);
-		return false;
-	}
-	*v = config_setting_get_int64(s);
-	if (*v >= k->min && *v <= k->max)
-		return true;
-	if (k->max == INT64_MAX)
-		complain(ld, s, "'%s' must be at least %" PRId64, k->name, k->min);
-	else
-		complain(ld, s, "'%s' must be between %" PRId64 " and %" PRId64,
-			 k->name, k->min, k->max);
-	return false;
-}
-
-static void apply_string(struct loader *ld, const config_setting_t *s,
-			 const struct key *k, void *obj)
-{
-	char **field = (char **)((char *)obj + k->off);
-
-	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		complain(ld, s, "'%s' must be a string", k->name);
-		return;
-	}
-	free(*field);
-	*field = dup_or_complain(ld, s, config_setting_get_string(s));
-	if (*field && k->check)
-		k->check(ld, s, obj);
-}
-
-static void apply_key(struct loader *ld, const config_setting_t *s,
-		      const struct key *k, void *obj)
-{
-	char *field = (char *)obj + k->off;
-	int64_t v;
-
-	switch (k->kind) {
-	case KEY_INT:
-	case KEY_INT64:
-		if (!get_int(ld, s, k, &v))
-			return;
-		if (k->kind == KEY_INT)
-			*(int *)field = (int)v;
-		else
-			*(int64_t *)field = v;
-		return;
-	case KEY_BOOL:
-		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-			complain(ld, s, "'%s' must be true or false", k->name);
-		else
-			*(bool *)field = config_setting_get_bool(s);
-		return;
-	case KEY_STRING:
-		apply_string(ld, s, k, obj);
-		return;
-	case KEY_CUSTOM:
-		k->check(ld, s, obj);
-		return;
-	}
-}
-
-/* Applies every member of group g; returns a bit per table entry seen. */
-static uint64_t apply_group(struct loader *ld, const config_setting_t *g,
-			    const struct key *keys, size_t nkeys, void *obj,
-			    const char *where)
-{
-	uint64_t seen = 0;
-	int i, n = config_setting_length(g);
-	size_t k;
-
-	for (i = 0; i < n; i++) {
-		const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
-		const char *name = config_setting_name(s);
-
-		for (k = 0; k < nkeys; k++)
-			if (strcmp(keys[k].name, name) == 0)
-				break;
-		if (k == nkeys) {
-			complain(ld, s, "unknown key '%s'%s", name, where);
-			continue;
-		}
-		seen |= UINT64_C(1) << k;
-		apply_key(ld, s, &keys[k], obj);
-	}
-	return seen;
-}
-
-static void parse_defaults(struct loader *ld, const config_setting_t *s,
+static void parse_defaults(struct config_loader *ld, const config_setting_t *s,
 			   void *obj)
 {
 	if (!config_setting_is_group(s))
-		complain(ld, s, "'defaults' must be a group { ... }");
+		config_complain(ld, s, "'defaults' must be a group { ... }");
 	else
-		apply_group(ld, s, default_keys, NKEYS(default_keys), obj,
+		config_apply_group(ld, s, default_keys, CONFIG_NKEYS(default_keys), obj,
 			    " in defaults");
 }
 
 /* ---- routes ---- */
 
-static void parse_route(struct loader *ld, const config_setting_t *g,
+static void parse_route(struct config_loader *ld, const config_setting_t *g,
 			struct config_route *r)
 {
 	uint64_t seen;
@@ -438,19 +275,20 @@ static void parse_route(struct loader *ld, const config_setting_t *g,
 	r->t = ld->cfg->defaults;
 	r->preserve_host = true;
 	if (!config_setting_is_group(g)) {
-		complain(ld, g, "each route must be a group { name = ...; ... }");
+		config_complain(ld, g, "each route must be a group { name = ...; ... }");
 		return;
 	}
-	seen = apply_group(ld, g, route_keys, NKEYS(route_keys), r, " in route");
-	for (k = 0; k < NKEYS(route_keys); k++) {
+	seen = config_apply_group(ld, g, route_keys, CONFIG_NKEYS(route_keys), r,
+				  " in route");
+	for (k = 0; k < CONFIG_NKEYS(route_keys); k++) {
 		if (!route_keys[k].required || (seen & (UINT64_C(1) << k)))
 			continue;
 		if (r->name)
-			complain(ld, g, "route '%s' is missing required key '%s'",
-				 r->name, route_keys[k].name);
+			config_complain(ld, g, "route '%s' is missing required key '%s'",
+					r->name, route_keys[k].name);
 		else
-			complain(ld, g, "route is missing required key '%s'",
-				 route_keys[k].name);
+			config_complain(ld, g, "route is missing required key '%s'",
+					route_keys[k].name);
 	}
 }
 
@@ -462,7 +300,8 @@ static bool same_host(const char *a, const char *b)
 }
 
 /* Quadratic, but route lists are short and this runs once per load. */
-static void check_route_clashes(struct loader *ld, const config_setting_t *list)
+static void check_route_clashes(struct config_loader *ld,
+				const config_setting_t *list)
 {
 	const struct config_route *rs = ld->cfg->routes;
 	size_t i, j;
@@ -472,22 +311,22 @@ static void check_route_clashes(struct loader *ld, const config_setting_t *list)
 
 		for (j = 0; j < i; j++) {
 			if (rs[i].name && rs[j].name && strcmp(rs[i].name, rs[j].name) == 0) {
-				complain(ld, s, "duplicate route name '%s' (lines %d and %d)",
-					 rs[i].name, rs[j].line, rs[i].line);
+				config_complain(ld, s, "duplicate route name '%s' (lines %d and %d)",
+						rs[i].name, rs[j].line, rs[i].line);
 				break;
 			}
 			if (rs[i].prefix && rs[j].prefix && !strcmp(rs[i].prefix, rs[j].prefix) &&
 			    same_host(rs[i].host, rs[j].host)) {
-				complain(ld, s, "route '%s' has the same prefix and host as "
-					 "the route at line %d and could never match",
-					 rs[i].name ? rs[i].name : "?", rs[j].line);
+				config_complain(ld, s, "route '%s' has the same prefix and host as "
+						"the route at line %d and could never match",
+						rs[i].name ? rs[i].name : "?", rs[j].line);
 				break;
 			}
 		}
 	}
 }
 
-static void parse_routes(struct loader *ld, const config_setting_t *list)
+static void parse_routes(struct config_loader *ld, const config_setting_t *list)
 {
 	struct config *cfg = ld->cfg;
 	unsigned i, n = 0;
@@ -505,7 +344,7 @@ static void parse_routes(struct loader *ld, const config_setting_t *list)
 			why = "out of memory";
 	}
 	if (why) {
-		complain(ld, list, "%s", why);
+		config_complain(ld, list, "%s", why);
 		return;
 	}
 	cfg->nroutes = n;
@@ -516,7 +355,8 @@ static void parse_routes(struct loader *ld, const config_setting_t *list)
 
 /* ---- whole-file checks ---- */
 
-static void check_listen_clashes(struct loader *ld, const config_setting_t *root)
+static void check_listen_clashes(struct config_loader *ld,
+				 const config_setting_t *root)
 {
 	const struct config *cfg = ld->cfg;
 	const config_setting_t *ls = config_setting_get_member(root, "listen");
@@ -527,27 +367,27 @@ static void check_listen_clashes(struct loader *ld, const config_setting_t *root
 	for (i = 1; i < cfg->nlisten; i++)
 		for (j = 0; j < i; j++)
 			if (config_addr_same(&cfg->listen[i], &cfg->listen[j]))
-				complain(ld, config_setting_get_elem(ls, (unsigned)i),
-					 "duplicate listen address");
+				config_complain(ld, config_setting_get_elem(ls, (unsigned)i),
+						"duplicate listen address");
 	if (!cfg->admin || config_parse_addr(cfg->admin, &admin))
 		return;
 	for (i = 0; i < cfg->nlisten; i++) {
 		if (config_addr_same(&admin, &cfg->listen[i])) {
-			complain(ld, as, "the admin address is also a listen address");
+			config_complain(ld, as, "the admin address is also a listen address");
 			return;
 		}
 	}
 }
 
-static void parse_root(struct loader *ld, const config_setting_t *root)
+static void parse_root(struct config_loader *ld, const config_setting_t *root)
 {
 	uint64_t seen;
 	size_t k;
 
-	seen = apply_group(ld, root, top_keys, NKEYS(top_keys), ld->cfg, "");
-	for (k = 0; k < NKEYS(top_keys); k++)
+	seen = config_apply_group(ld, root, top_keys, CONFIG_NKEYS(top_keys), ld->cfg, "");
+	for (k = 0; k < CONFIG_NKEYS(top_keys); k++)
 		if (top_keys[k].required && !(seen & (UINT64_C(1) << k)))
-			report(ld, NULL, 0, "missing required key '%s'", top_keys[k].name);
+			config_report(ld, NULL, 0, "missing required key '%s'", top_keys[k].name);
 	if (ld->routes)
 		parse_routes(ld, ld->routes);
 	if (ld->cfg->nlisten > 1 || ld->cfg->admin)
@@ -589,10 +429,10 @@ static struct config *config_new(const char *name)
 static void text_problem(void *arg, const char *file, unsigned line,
 			 const char *msg)
 {
-	report(arg, file, line, "%s", msg);
+	config_report(arg, file, line, "%s", msg);
 }
 
-static struct config *load_text(struct loader *ld, const char *text,
+static struct config *load_text(struct config_loader *ld, const char *text,
 				const char *include_dir)
 {
 	config_t lc;
@@ -604,13 +444,13 @@ static struct config *load_text(struct loader *ld, const char *text,
 	if (include_dir)
 		config_set_include_dir(&lc, include_dir);
 	if (!config_read_string(&lc, text)) {
-		report(ld, config_error_file(&lc), (unsigned)config_error_line(&lc),
-		       "%s", config_error_text(&lc));
+		config_report(ld, config_error_file(&lc), (unsigned)config_error_line(&lc),
+			      "%s", config_error_text(&lc));
 		goto destroy_lc;
 	}
 	ld->cfg = config_new(ld->name);
 	if (!ld->cfg) {
-		report(ld, NULL, 0, "out of memory");
+		config_report(ld, NULL, 0, "out of memory");
 		goto destroy_lc;
 	}
 	parse_root(ld, config_root_setting(&lc));
@@ -625,14 +465,14 @@ destroy_lc:
 
 struct config *config_load_string(const char *name, const char *text, FILE *err)
 {
-	struct loader ld = { .name = name, .err = err };
+	struct config_loader ld = { .name = name, .err = err };
 
 	return load_text(&ld, text, NULL);
 }
 
 struct config *config_load(const char *path, FILE *err)
 {
-	struct loader ld = { .name = path, .err = err };
+	struct config_loader ld = { .name = path, .err = err };
 	struct config *cfg = NULL;
 	const char *why, *slash;
 	char *text, *dir;
@@ -640,7 +480,7 @@ struct config *config_load(const char *path, FILE *err)
 	/* read it ourselves so the text checks see what libconfig parses */
 	text = config_text_read(path, &why);
 	if (!text) {
-		report(&ld, NULL, 0, "cannot read: %s", why);
+		config_report(&ld, NULL, 0, "cannot read: %s", why);
 		return NULL;
 	}
 	/* @include paths are relative to the file, not to the daemon's cwd */
@@ -648,7 +488,7 @@ struct config *config_load(const char *path, FILE *err)
 	dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path))
 		    : strdup(".");
 	if (!dir) {
-		report(&ld, NULL, 0, "out of memory");
+		config_report(&ld, NULL, 0, "out of memory");
 		goto free_text;
 	}
 	cfg = load_text(&ld, text, dir);
