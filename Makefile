@@ -84,10 +84,10 @@ TEST_OBJS_loop := loop
 TEST_PKGS_loop :=
 TEST_OBJS_headers := headers
 TEST_PKGS_headers :=
-TEST_OBJS_route := route config config_keys config_syntax config_text headers
+TEST_OBJS_route := route config config_keys config_upstream config_syntax config_text headers
 TEST_PKGS_route := libconfig
 # headers: config.c is about to use headers_is_token().
-TEST_OBJS_config := config config_keys config_syntax config_text headers
+TEST_OBJS_config := config config_keys config_upstream config_syntax config_text headers
 TEST_PKGS_config := libconfig
 TEST_OBJS_log := log
 TEST_OBJS_h1 := h1 headers

@@ -14,6 +14,7 @@
 #include "config_syntax.h"
 #include "config_keys.h"
 #include "config_text.h"
+#include "config_upstream.h"
 #include "headers.h"
 
 #define STR_(x) #x
@@ -173,17 +174,6 @@ static void check_host(struct config_loader *ld,
 		config_complain(ld, s, "'host' '%s' is not a valid host name", h);
 }
 
-static void check_upstream(struct config_loader *ld,
-			   const config_setting_t *s, void *obj)
-{
-	struct config_route *r = obj;
-	const char *why = config_split_upstream(r->upstream, &r->upstream_origin,
-						&r->upstream_base, &r->upstream_host);
-
-	if (why)
-		config_complain(ld, s, "invalid upstream '%s': %s", r->upstream, why);
-}
-
 /* ---- the key tables ---- */
 
 #define TIMEOUT_KEY(n, type, m, min)                                         \
@@ -199,17 +189,16 @@ static const struct config_key default_keys[] = {
 	TIMEOUT_KEYS(struct config, defaults),
 };
 
-#define ROUTE(n, kind, field, min, max, check, req) \
-	{ n, kind, offsetof(struct config_route, field), min, max, check, req }
+#define ROUTE CONFIG_ROUTE_KEY
 
 static const struct config_key route_keys[] = {
 	ROUTE("name", CONFIG_KEY_STRING, name, 0, 0, check_name, true),
 	ROUTE("prefix", CONFIG_KEY_STRING, prefix, 0, 0, check_prefix, true),
 	ROUTE("host", CONFIG_KEY_STRING, host, 0, 0, check_host, false),
-	ROUTE("upstream", CONFIG_KEY_STRING, upstream, 0, 0, check_upstream, true),
 	ROUTE("strip_prefix", CONFIG_KEY_BOOL, strip_prefix, 0, 0, NULL, false),
 	ROUTE("preserve_host", CONFIG_KEY_BOOL, preserve_host, 0, 0, NULL, false),
 	TIMEOUT_KEYS(struct config_route, t),
+	CONFIG_UPSTREAM_KEYS,
 };
 
 static void parse_defaults(struct config_loader *ld, const config_setting_t *s,
@@ -274,6 +263,7 @@ static void parse_route(struct config_loader *ld, const config_setting_t *g,
 	r->line = (int)config_setting_source_line(g);
 	r->t = ld->cfg->defaults;
 	r->preserve_host = true;
+	config_upstream_defaults(r);
 	if (!config_setting_is_group(g)) {
 		config_complain(ld, g, "each route must be a group { name = ...; ... }");
 		return;
@@ -503,10 +493,7 @@ static void route_free_fields(struct config_route *r)
 	free(r->name);
 	free(r->prefix);
 	free(r->host);
-	free(r->upstream);
-	free(r->upstream_origin);
-	free(r->upstream_base);
-	free(r->upstream_host);
+	config_upstream_free(r);
 }
 
 void config_free(struct config *cfg)

@@ -114,6 +114,16 @@ bool config_is_plain_path(const char *s)
 	return true;
 }
 
+/* As config_is_plain_path, but a '?' starts a query, where another '?'
+ * is fine too. */
+bool config_is_plain_target(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f || *s == '#')
+			return false;
+	return true;
+}
+
 /* ---- upstream URLs ---- */
 
 static char *make_origin(const char *host, size_t hlen, int port)

@@ -27,6 +27,10 @@ bool config_is_hostname(const char *s, size_t len);
  * or could split a request line. */
 bool config_is_plain_path(const char *s);
 
+/* A plain path and, after the first '?', an optional query: no space,
+ * control byte or '#' anywhere. */
+bool config_is_plain_target(const char *s);
+
 /* The same address and port, compared in binary ("*:80" and
  * "0.0.0.0:80" are the same); port 0 never clashes. */
 bool config_addr_same(const struct config_addr *a,

@@ -115,13 +115,29 @@ static void test_minimal_defaults(void **state)
 	assert_string_equal(r->name, "a");
 	assert_string_equal(r->prefix, "/");
 	assert_null(r->host);
-	assert_string_equal(r->upstream, "http://127.0.0.1:9000");
-	assert_string_equal(r->upstream_origin, "http://127.0.0.1:9000");
+	assert_int_equal(r->nservers, 1);
+	assert_string_equal(r->servers[0].url, "http://127.0.0.1:9000");
+	assert_string_equal(r->servers[0].origin, "http://127.0.0.1:9000");
+	assert_string_equal(r->servers[0].host, "127.0.0.1:9000");
+	assert_int_equal(r->servers[0].slot, 0);
 	assert_string_equal(r->upstream_base, "");
 	assert_false(r->strip_prefix);
 	assert_true(r->preserve_host);
 	assert_int_equal(r->t.connect_timeout_ms, 1000);
 	assert_int_equal(r->t.timeout_ms, 30000);
+	assert_int_equal(r->balance, CONFIG_BALANCE_ROUND_ROBIN);
+	assert_int_equal(r->retries, 1);
+	assert_int_equal(r->retry_on, CONFIG_RETRY_CONNECT | CONFIG_RETRY_RESET);
+	assert_int_equal(r->retry_on, CONFIG_RETRY_DEFAULT);
+	assert_int_equal(r->per_try_timeout_ms, 0);
+	assert_int_equal(r->eject_after, 5);
+	assert_int_equal(r->eject_ms, 10000);
+	assert_false(r->health.on);
+	assert_null(r->health.path);
+	assert_int_equal(r->health.interval_ms, 2000);
+	assert_int_equal(r->health.timeout_ms, 1000);
+	assert_int_equal(r->health.rise, 2);
+	assert_int_equal(r->health.fall, 3);
 	assert_int_equal(r->line, 2);
 	config_free(cfg);
 }
@@ -168,8 +184,10 @@ static void test_every_key(void **state)
 	assert_string_equal(r->name, "r-1.x_y");
 	assert_string_equal(r->prefix, "/api/");
 	assert_string_equal(r->host, "api.example.com");
-	assert_string_equal(r->upstream, "http://Up.Example:81/base/");
-	assert_string_equal(r->upstream_origin, "http://up.example:81");
+	assert_string_equal(r->servers[0].url, "http://Up.Example:81/base/");
+	assert_int_equal(r->nservers, 1);
+	assert_string_equal(r->servers[0].origin, "http://up.example:81");
+	assert_string_equal(r->servers[0].host, "up.example:81");
 	assert_string_equal(r->upstream_base, "/base");
 	assert_true(r->strip_prefix);
 	assert_false(r->preserve_host);
@@ -459,15 +477,226 @@ static void test_good_upstreams(void **state)
 		");\n");
 
 	(void)state;
-	assert_string_equal(cfg->routes[0].upstream_origin, "http://[::1]:80");
+	assert_string_equal(cfg->routes[0].servers[0].origin, "http://[::1]:80");
 	assert_string_equal(cfg->routes[0].upstream_base, "");
-	assert_string_equal(cfg->routes[1].upstream_origin, "http://10.0.0.1:81");
+	assert_string_equal(cfg->routes[1].servers[0].origin, "http://10.0.0.1:81");
 	assert_string_equal(cfg->routes[1].upstream_base, "/a/b");
-	assert_string_equal(cfg->routes[2].upstream_origin, "http://h:80");
+	assert_string_equal(cfg->routes[2].servers[0].origin, "http://h:80");
 	assert_string_equal(cfg->routes[2].upstream_base, "");
-	assert_string_equal(cfg->routes[3].upstream_origin, "http://[2001:db8::1]:8080");
+	assert_string_equal(cfg->routes[3].servers[0].origin, "http://[2001:db8::1]:8080");
 	assert_string_equal(cfg->routes[3].upstream_base, "/x");
 	config_free(cfg);
+}
+
+static void test_upstream_list(void **state)
+{
+	struct config *cfg = load_ok(LISTEN
+		"routes = (\n"
+		"  { name = \"l\"; prefix = \"/l/\";\n"
+		"    upstream = ( \"http://10.0.0.1:81/api/\", \"http://B.example/api\" ); },\n"
+		"  { name = \"a\"; prefix = \"/a/\";\n"
+		"    upstream = [ \"http://a:1\", \"http://a:2\", \"http://[::1]:3\" ]; },\n"
+		"  { name = \"one\"; prefix = \"/\"; upstream = ( \"http://h:9\" ); }\n"
+		");\n");
+	const struct config_route *r = &cfg->routes[0];
+
+	(void)state;
+	assert_int_equal(r->nservers, 2);
+	assert_string_equal(r->servers[0].url, "http://10.0.0.1:81/api/");
+	assert_string_equal(r->servers[0].origin, "http://10.0.0.1:81");
+	assert_string_equal(r->servers[0].host, "10.0.0.1:81");
+	assert_string_equal(r->servers[1].url, "http://B.example/api");
+	assert_string_equal(r->servers[1].origin, "http://b.example:80");
+	assert_string_equal(r->servers[1].host, "b.example");
+	assert_string_equal(r->upstream_base, "/api");
+	r = &cfg->routes[1];
+	assert_int_equal(r->nservers, 3);
+	assert_string_equal(r->servers[0].origin, "http://a:1");
+	assert_string_equal(r->servers[1].origin, "http://a:2");
+	assert_string_equal(r->servers[2].origin, "http://[::1]:3");
+	assert_string_equal(r->servers[2].host, "[::1]:3");
+	assert_string_equal(r->upstream_base, "");
+	r = &cfg->routes[2];
+	assert_int_equal(r->nservers, 1);
+	assert_string_equal(r->servers[0].host, "h:9");
+	config_free(cfg);
+}
+
+/* "routes = ( { ...; upstream = ( "http://h:20000", ... ) } )" */
+static char *upstream_list(int n)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int i;
+
+	assert_non_null(f);
+	fprintf(f, LISTEN "routes = ( { name = \"r\"; prefix = \"/\";\n  upstream = (");
+	for (i = 0; i < n; i++)
+		fprintf(f, "%s\"http://h:%d\"", i ? ", " : " ", 20000 + i);
+	fprintf(f, " ); } );\n");
+	fclose(f);
+	return text;
+}
+
+static void test_upstream_limit(void **state)
+{
+	char *text = upstream_list(CONFIG_SERVERS_MAX);
+	struct config *cfg = load_ok(text);
+
+	(void)state;
+	assert_int_equal(cfg->routes[0].nservers, CONFIG_SERVERS_MAX);
+	assert_string_equal(cfg->routes[0].servers[CONFIG_SERVERS_MAX - 1].origin,
+			    "http://h:20063");
+	config_free(cfg);
+	free(text);
+	text = upstream_list(CONFIG_SERVERS_MAX + 1);
+	expect_errors(text, "t.conf:3: 'upstream' names more than 64 servers",
+		      NULL);
+	free(text);
+}
+
+#define R(n, rest) "{ name = \"r" #n "\"; prefix = \"/" #n "\"; " rest " },\n"
+
+static void test_upstream_list_errors(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"routes = (\n"
+		R(3, "upstream = ( );")
+		R(4, "upstream = ( \"http://a/x\", \"http://b/y/\" );")
+		R(5, "upstream = ( \"http://a/x\", \"http://b\" );")
+		R(6, "upstream = ( \"http://a:80\", \"http://b\", \"http://A\" );")
+		R(7, "upstream = ( \"http://a\", 5 );")
+		R(8, "upstream = 5;")
+		R(9, "upstream = ( \"http://a\", \"https://b\" );")
+		R(10, "upstream = ( \"http://a:1\",\n  \"http://a:1\" );")
+		"{ name = \"ok\"; prefix = \"/\"; upstream = [ ]; }\n"
+		");\n",
+		"t.conf:3: 'upstream' must name at least one server",
+		"t.conf:4: every server of 'upstream' must have the same base path: '/x' and '/y'",
+		"t.conf:5: every server of 'upstream' must have the same base path: '/x' and '/'",
+		"t.conf:6: 'upstream' names the same server twice: 'http://a:80' and 'http://A'",
+		"t.conf:7: 'upstream' servers must be strings",
+		"t.conf:8: 'upstream' must be a string or a list of strings",
+		"t.conf:9: invalid upstream 'https://b': upstream TLS (https://) is not supported",
+		"t.conf:11: 'upstream' names the same server twice: 'http://a:1' and 'http://a:1'",
+		"t.conf:12: 'upstream' must name at least one server",
+		NULL);
+}
+
+static void test_every_upstream_key(void **state)
+{
+	struct config *cfg = load_ok(LISTEN
+		"routes = (\n"
+		"  { name = \"all\"; prefix = \"/a/\"; upstream = ( \"http://a\", \"http://b\" );\n"
+		"    balance = \"least_request\"; retries = 16;\n"
+		"    retry_on = ( \"connect_failure\", \"reset\", \"timeout\", \"502\", \"503\", \"504\" );\n"
+		"    per_try_timeout_ms = 250; eject_after = 0; eject_ms = 300000;\n"
+		"    health = { path = \"/healthz?full=1\"; interval_ms = 500; timeout_ms = 100;\n"
+		"               rise = 1; fall = 100; }; },\n"
+		"  { name = \"none\"; prefix = \"/n/\"; upstream = \"http://a\";\n"
+		"    balance = \"round_robin\"; retries = 0; retry_on = ( );\n"
+		"    eject_after = 1000; eject_ms = 1; health = { path = \"/\"; }; },\n"
+		"  { name = \"arr\"; prefix = \"/r/\"; upstream = \"http://a\";\n"
+		"    retry_on = [ \"503\", \"timeout\" ]; },\n"
+		"  { name = \"one\"; prefix = \"/\"; upstream = \"http://a\"; retry_on = \"504\"; }\n"
+		");\n");
+	const struct config_route *r = &cfg->routes[0];
+
+	(void)state;
+	assert_int_equal(r->balance, CONFIG_BALANCE_LEAST_REQUEST);
+	assert_int_equal(r->retries, 16);
+	assert_int_equal(r->retry_on, CONFIG_RETRY_CONNECT | CONFIG_RETRY_RESET |
+			 CONFIG_RETRY_TIMEOUT | CONFIG_RETRY_502 |
+			 CONFIG_RETRY_503 | CONFIG_RETRY_504);
+	assert_int_equal(r->per_try_timeout_ms, 250);
+	assert_int_equal(r->eject_after, 0);
+	assert_int_equal(r->eject_ms, 300000);
+	assert_true(r->health.on);
+	assert_string_equal(r->health.path, "/healthz?full=1");
+	assert_int_equal(r->health.interval_ms, 500);
+	assert_int_equal(r->health.timeout_ms, 100);
+	assert_int_equal(r->health.rise, 1);
+	assert_int_equal(r->health.fall, 100);
+	r = &cfg->routes[1];
+	assert_int_equal(r->balance, CONFIG_BALANCE_ROUND_ROBIN);
+	assert_int_equal(r->retries, 0);
+	assert_int_equal(r->retry_on, 0);
+	assert_int_equal(r->eject_after, 1000);
+	assert_int_equal(r->eject_ms, 1);
+	assert_true(r->health.on);
+	assert_string_equal(r->health.path, "/");
+	assert_int_equal(r->health.interval_ms, 2000);
+	assert_int_equal(r->health.timeout_ms, 1000);
+	assert_int_equal(r->health.rise, 2);
+	assert_int_equal(r->health.fall, 3);
+	assert_int_equal(cfg->routes[2].retry_on,
+			 CONFIG_RETRY_503 | CONFIG_RETRY_TIMEOUT);
+	assert_int_equal(cfg->routes[3].retry_on, CONFIG_RETRY_504);
+	assert_false(cfg->routes[3].health.on);
+	config_free(cfg);
+}
+
+static void test_retry_and_balance_errors(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"routes = (\n"
+		R(3, "upstream = \"http://h\"; retry_on = ( \"reset\",\n  \"5xx\" );")
+		R(5, "upstream = \"http://h\"; retry_on = ( 503 );")
+		R(6, "upstream = \"http://h\"; retry_on = 5;")
+		R(7, "upstream = \"http://h\"; balance = \"random\";")
+		R(8, "upstream = \"http://h\"; balance = 1;")
+		R(9, "upstream = \"http://h\"; retries = 17;")
+		R(10, "upstream = \"http://h\"; retries = -1;")
+		R(11, "upstream = \"http://h\"; per_try_timeout_ms = -1;")
+		R(12, "upstream = \"http://h\"; eject_after = 1001;")
+		R(13, "upstream = \"http://h\"; eject_ms = 0;")
+		"{ name = \"ok\"; prefix = \"/\"; upstream = \"http://h\"; eject_ms = 300001; }\n"
+		");\n",
+		"t.conf:4: unknown 'retry_on' value '5xx' (allowed: connect_failure, reset, timeout, 502, 503, 504)",
+		"t.conf:5: 'retry_on' values must be strings (write \"503\", not 503)",
+		"t.conf:6: 'retry_on' must be a list of strings",
+		"t.conf:7: 'balance' must be \"round_robin\" or \"least_request\", not 'random'",
+		"t.conf:8: 'balance' must be a string",
+		"t.conf:9: 'retries' must be between 0 and 16",
+		"t.conf:10: 'retries' must be between 0 and 16",
+		"t.conf:11: 'per_try_timeout_ms' must be between 0 and 2147483647",
+		"t.conf:12: 'eject_after' must be between 0 and 1000",
+		"t.conf:13: 'eject_ms' must be between 1 and 300000",
+		"t.conf:14: 'eject_ms' must be between 1 and 300000",
+		NULL);
+}
+
+static void test_health_errors(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"routes = (\n"
+		R(3, "upstream = \"http://h\"; health = { interval_ms = 5; };")
+		R(4, "upstream = \"http://h\"; health = { path = \"healthz\"; };")
+		R(5, "upstream = \"http://h\"; health = { path = \"/a b\"; };")
+		R(6, "upstream = \"http://h\"; health = { path = \"/a#b\"; };")
+		R(7, "upstream = \"http://h\"; health = { path = \"/\"; port = 1; };")
+		R(8, "upstream = \"http://h\"; health = \"/healthz\";")
+		R(9, "upstream = \"http://h\"; health = { path = \"/\";\n"
+		     "  interval_ms = 0; timeout_ms = 0; rise = 0; fall = 101; };")
+		"{ name = \"ok\"; prefix = \"/\"; upstream = \"http://h\";\n"
+		"  health = { path = 5; }; }\n"
+		");\n",
+		"t.conf:3: 'health' is missing required key 'path'",
+		"t.conf:4: health 'path' must start with \"/\", not 'healthz'",
+		"t.conf:5: health 'path' must not contain spaces, control characters or '#'",
+		"t.conf:6: health 'path' must not contain spaces",
+		"t.conf:7: unknown key 'port' in health",
+		"t.conf:8: 'health' must be a group { path = \"/healthz\"; ... }",
+		"t.conf:10: 'interval_ms' must be between 1 and 2147483647",
+		"t.conf:10: 'timeout_ms' must be between 1 and 2147483647",
+		"t.conf:10: 'rise' must be between 1 and 100",
+		"t.conf:10: 'fall' must be between 1 and 100",
+		"t.conf:12: 'path' must be a string",
+		NULL);
 }
 
 static void test_route_required_keys(void **state)
@@ -713,7 +942,7 @@ static void test_shipped_example(void **state)
 	assert_non_null(demo);
 	assert_non_null(shrt);
 	assert_string_equal(demo->prefix, "/");
-	assert_string_equal(demo->upstream_origin, "http://127.0.0.1:19001");
+	assert_string_equal(demo->servers[0].origin, "http://127.0.0.1:19001");
 	assert_int_equal(demo->t.timeout_ms, 3000);
 	assert_string_equal(shrt->prefix, "/short/");
 	assert_true(shrt->strip_prefix);
@@ -745,6 +974,12 @@ int main(void)
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_bad_upstreams),
 		cmocka_unit_test(test_good_upstreams),
+		cmocka_unit_test(test_upstream_list),
+		cmocka_unit_test(test_upstream_limit),
+		cmocka_unit_test(test_upstream_list_errors),
+		cmocka_unit_test(test_every_upstream_key),
+		cmocka_unit_test(test_retry_and_balance_errors),
+		cmocka_unit_test(test_health_errors),
 		cmocka_unit_test(test_route_required_keys),
 		cmocka_unit_test(test_route_names_and_hosts),
 		cmocka_unit_test(test_syntax_error),

@@ -162,7 +162,7 @@ static void url(const char *route, const char *path, const char *query,
 		const char *want)
 {
 	struct fixture fx = setup(route);
-	const char *origin = fx.cfg->routes[0].upstream_origin;
+	const char *origin = fx.cfg->routes[0].servers[0].origin;
 	char buf[256], whole[512];
 	int n = route_upstream_target(&fx.cfg->routes[0], path, query, buf,
 				      sizeof(buf));
