@@ -8,6 +8,10 @@ requests over raw sockets:
   a. GET /slow?ms=200          completes with 200
   b. GET /short/slow?ms=5000   the "short" route's 500 ms budget runs out: 504
   c. GET /slow?ms=10000        the client hangs up after 1 s
+  d. GET /pool/fast            the "pool" route has two servers (a second
+                               backend on 127.0.0.1:19002); the second is
+                               killed, requests keep succeeding: a retry on
+                               the first, then the second's ejection
 
 and prints, for (c), a timeline built from the three CLOCK_MONOTONIC
 clocks involved: this script's (time.monotonic_ns), the backend's event
@@ -32,6 +36,8 @@ CONF = os.path.join("conf", "ctxproxy.conf")
 HOST = "127.0.0.1"
 PROXY_PORT = 18080
 BACKEND_PORT = 19001
+BACKEND2_PORT = 19002
+POOL_TRIES = 20       # (d): requests sent at most, waiting for the ejection
 READY_S = 5.0        # wait for each process to report it is listening
 REQUEST_S = 5.0      # longest wait for any response
 HANGUP_AFTER_S = 1.0  # request (c): the client closes after this long
@@ -197,8 +203,9 @@ def parse_response(data):
     return int(parts[1]), headers, body
 
 
-def fetch(path, req_id):
-    """Send one request, read to EOF; returns (status, body, sent_us, done_us)."""
+def fetch(path, req_id, want_headers=False):
+    """Send one request, read to EOF; returns (status, body, sent_us, done_us),
+    and the headers after them when want_headers."""
     with socket.create_connection((HOST, PROXY_PORT), timeout=REQUEST_S) as s:
         sent = now_us()
         s.sendall(build_request(path, req_id))
@@ -212,7 +219,9 @@ def fetch(path, req_id):
         except socket.timeout:
             raise DemoError(f"GET {path}: no complete response within {REQUEST_S:.0f} s")
         done = now_us()
-    status, _, body = parse_response(data)
+    status, headers, body = parse_response(data)
+    if want_headers:
+        return status, body, sent, done, headers
     return status, body, sent, done
 
 
@@ -260,20 +269,25 @@ def start_all():
     if not os.path.exists(os.path.join(ROOT, CONF)):
         raise DemoError(f"{CONF} is missing")
     check_port_free(BACKEND_PORT, "the backend")
+    check_port_free(BACKEND2_PORT, "the second backend")
     check_port_free(PROXY_PORT, "ctxproxy")
     children = []
-    backend = Child("backend", [BACKEND_BIN, "-p", str(BACKEND_PORT)], "stdout")
+    backend = Child("backend", [BACKEND_BIN, "-p", str(BACKEND_PORT), "-i", "one"], "stdout")
     children.append(backend)
     proxy = None
     try:
         backend.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
+        backend2 = Child("backend2", [BACKEND_BIN, "-p", str(BACKEND2_PORT), "-i", "two"],
+                         "stdout")
+        children.append(backend2)
+        backend2.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
         proxy = Child("ctxproxy", [PROXY_BIN, "-c", CONF], "stderr")
         children.append(proxy)
         proxy.wait_ready(lambda f, _: f.get("msg") == "listening", "msg=listening")
     except BaseException:
         stop_all(children)
         raise
-    return backend, proxy
+    return backend, backend2, proxy
 
 
 def stop_all(children):
@@ -352,20 +366,62 @@ def demo_hangup(backend, proxy):
     return line
 
 
+def pool_request(proxy, n, tag):
+    """One GET /pool/fast; returns (who answered, its access-line fields)."""
+    req_id = f"demo-d{tag}{n}"
+    since = proxy.log.mark()
+    status, _, _, _, headers = fetch("/pool/fast", req_id, want_headers=True)
+    if status != 200:
+        raise DemoError(f"(d) GET /pool/fast answered {status}, not 200")
+    return headers.get("x-backend", "?"), access_line(proxy, req_id, since)
+
+
+def demo_pool(backend2, proxy):
+    """Request (d): two servers, one stops; returns the telling access lines."""
+    print("\n[d] GET /pool/fast - route \"pool\": 127.0.0.1:19001 (\"one\") and "
+          "127.0.0.1:19002 (\"two\")")
+    who = [pool_request(proxy, i, "a")[0] for i in range(4)]
+    print(f"    4 requests answered by: {', '.join(who)}")
+    psince = proxy.log.mark()
+    backend2.proc.kill()
+    backend2.proc.wait()
+    print(f"    killed the second backend (pid {backend2.proc.pid})")
+    lines, retried, ejected = [], None, None
+    for i in range(POOL_TRIES):
+        name, (line, acc) = pool_request(proxy, i, "b")
+        lines.append(line)
+        if acc.get("attempts") == "2" and not retried:
+            retried = line
+        ejected = proxy.log.wait_for(lambda f, _: f.get("msg") == "upstream server ejected",
+                                     0.0, psince)
+        if ejected and retried:
+            break
+    print(f"    {len(lines)} requests after the kill, every one 200")
+    if not ejected:
+        ejected = proxy.log.wait_for(lambda f, _: f.get("msg") == "upstream server ejected",
+                                     SEEN_CLOSE_S, psince)
+    if not retried or not ejected:
+        raise DemoError("(d) expected a retry (attempts=2) and an ejection of "
+                        "127.0.0.1:19002 in the log")
+    print(f"    a retry:   {retried}")
+    print(f"    ejection:  {ejected[0]}")
+    return retried
+
+
 def run():
-    """Start everything, run the three requests, print the access lines."""
-    backend, proxy = start_all()
+    """Start everything, run the four requests, print the access lines."""
+    backend, backend2, proxy = start_all()
     try:
         print(f"ctxproxy demo: cancellation from client to upstream\n"
               f"    backend {HOST}:{BACKEND_PORT} (pid {backend.proc.pid}), "
               f"ctxproxy {HOST}:{PROXY_PORT} (pid {proxy.proc.pid}, {CONF})\n")
         lines = [demo_completes(backend, proxy), demo_deadline(backend, proxy),
-                 demo_hangup(backend, proxy)]
+                 demo_hangup(backend, proxy), demo_pool(backend2, proxy)]
         print("\naccess log")
         for line in lines:
             print(f"    {line}")
     finally:
-        stop_all([backend, proxy])
+        stop_all([backend, backend2, proxy])
     print("\ndemo OK")
 
 
