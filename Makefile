@@ -97,6 +97,8 @@ TEST_OBJS_retry := retry
 TEST_PKGS_retry :=
 TEST_OBJS_pool := pool retry
 TEST_PKGS_pool :=
+TEST_OBJS_metrics := metrics context retry
+TEST_PKGS_metrics :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \

@@ -40,11 +40,24 @@ struct hist_prop {
 struct metrics_route {
 	counter_t requests[NCODES];
 	counter_t cancels[CTX_CAUSE__COUNT];
+	counter_t retries[RETRY_REASON__COUNT];
 	struct hist_lat latency;
+};
+
+/* Attempt counters come in chunks of server slots, made on first use: a
+ * worker pays for the servers it talks to, not for METRICS_MAX_SERVERS. */
+#define SERVER_CHUNK 64
+#define NCHUNKS (METRICS_MAX_SERVERS / SERVER_CHUNK)
+_Static_assert(METRICS_MAX_SERVERS % SERVER_CHUNK == 0,
+	       "server slots come in whole chunks");
+
+struct metrics_servers {
+	counter_t attempts[SERVER_CHUNK][RETRY_OUTCOME__COUNTED];
 };
 
 struct metrics_worker {
 	_Atomic(struct metrics_route *) routes[METRICS_MAX_ROUTES];
+	_Atomic(struct metrics_servers *) servers[NCHUNKS];
 	counter_t inflight_up, inflight_down;
 	counter_t invalid_deadline;
 	struct hist_prop propagation;
@@ -56,6 +69,17 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *slot_names[METRICS_MAX_ROUTES];
 static int nslots = 1;
 static struct metrics_worker *workers[CONFIG_WORKERS_MAX];
+
+/* Server slots, keyed by (route, origin).  A slot is filled under reg_lock
+ * and then published by the release store of nservers, so the name getters
+ * need no lock: a slot below the acquired count never changes again. */
+struct server_slot {
+	char *route;
+	char *origin;       /* "http://host:port" */
+	const char *name;   /* "host:port": points into origin */
+};
+static struct server_slot server_slots[METRICS_MAX_SERVERS];
+static atomic_int nservers = 1;
 
 /* Changed once per connection, not per request: one shared counter is
  * cheap enough, and the request path needs the total for max_connections. */
@@ -85,19 +109,87 @@ static int slot_of(const char *name)
 	return slot_names[nslots] ? nslots++ : 0;
 }
 
+/* origin without its scheme: the `server` label. */
+static const char *origin_name(const char *origin)
+{
+	if (strncmp(origin, "http://", 7) == 0)
+		return origin + 7;
+	if (strncmp(origin, "https://", 8) == 0)
+		return origin + 8;
+	return origin;
+}
+
+/* The slot of (route, origin), made when new; 0 when full or on ENOMEM.
+ * Under reg_lock: the main thread is the only writer. */
+static int server_slot_of(const char *route, const char *origin)
+{
+	int n = atomic_load_explicit(&nservers, memory_order_relaxed);
+	struct server_slot *s;
+	int i;
+
+	for (i = 1; i < n; i++)
+		if (strcmp(server_slots[i].origin, origin) == 0 &&
+		    strcmp(server_slots[i].route, route) == 0)
+			return i;
+	if (n == METRICS_MAX_SERVERS)
+		return 0;
+	s = &server_slots[n];
+	s->route = strdup(route);
+	s->origin = strdup(origin);
+	if (!s->route || !s->origin) {
+		free(s->route);
+		free(s->origin);
+		s->route = s->origin = NULL;
+		return 0;
+	}
+	s->name = origin_name(s->origin);
+	atomic_store_explicit(&nservers, n + 1, memory_order_release);
+	return n;
+}
+
 int metrics_assign_slots(struct config *cfg)
 {
+	struct config_route *r;
 	int rc = 0;
-	size_t i;
+	size_t i, j;
 
 	pthread_mutex_lock(&reg_lock);
 	for (i = 0; i < cfg->nroutes; i++) {
-		cfg->routes[i].metrics_slot = slot_of(cfg->routes[i].name);
-		if (!cfg->routes[i].metrics_slot)
+		r = &cfg->routes[i];
+		r->metrics_slot = slot_of(r->name);
+		if (!r->metrics_slot)
 			rc = -ENOSPC;
+		for (j = 0; j < r->nservers; j++) {
+			r->servers[j].slot = server_slot_of(r->name,
+							    r->servers[j].origin);
+			if (!r->servers[j].slot)
+				rc = -ENOSPC;
+		}
 	}
 	pthread_mutex_unlock(&reg_lock);
 	return rc;
+}
+
+static const struct server_slot *server_slot(int slot)
+{
+	if (slot <= 0 ||
+	    slot >= atomic_load_explicit(&nservers, memory_order_acquire))
+		return NULL;
+	return &server_slots[slot];
+}
+
+const char *metrics_server_name(int slot)
+{
+	const struct server_slot *s = server_slot(slot);
+
+	return s ? s->name : NULL;
+}
+
+const char *metrics_server_route(int slot)
+{
+	const struct server_slot *s = server_slot(slot);
+
+	return s ? s->route : NULL;
 }
 
 struct metrics_worker *metrics_worker_new(void)
@@ -133,6 +225,8 @@ void metrics_worker_free(struct metrics_worker *m)
 	pthread_mutex_unlock(&reg_lock);
 	for (i = 0; i < METRICS_MAX_ROUTES; i++)
 		free(atomic_load(&m->routes[i]));
+	for (i = 0; i < NCHUNKS; i++)
+		free(atomic_load(&m->servers[i]));
 	free(m);
 }
 
@@ -187,6 +281,50 @@ void metrics_request_done(struct metrics_worker *m, int slot, int status,
 			(uint64_t)propagation_ns / 1000);
 }
 
+/* The chunk holding server `slot`, made on first use by the owner thread;
+ * NULL for slot 0, out of range or ENOMEM (the attempt goes uncounted). */
+static struct metrics_servers *server_chunk(struct metrics_worker *m,
+					    int slot)
+{
+	struct metrics_servers *c;
+	int k;
+
+	if (slot <= 0 || slot >= METRICS_MAX_SERVERS)
+		return NULL;
+	k = slot / SERVER_CHUNK;
+	c = atomic_load_explicit(&m->servers[k], memory_order_relaxed);
+	if (c)
+		return c;
+	c = calloc(1, sizeof(*c));
+	if (c)
+		atomic_store_explicit(&m->servers[k], c, memory_order_release);
+	return c;
+}
+
+void metrics_attempt(struct metrics_worker *m, int server_slot,
+		     enum retry_outcome o)
+{
+	struct metrics_servers *c;
+
+	if ((int)o < 0 || o >= RETRY_OUTCOME__COUNTED)
+		return;
+	c = server_chunk(m, server_slot);
+	if (c)
+		bump(&c->attempts[server_slot % SERVER_CHUNK][o], 1);
+}
+
+void metrics_retry(struct metrics_worker *m, int route_slot,
+		   enum retry_reason why)
+{
+	struct metrics_route *r;
+
+	if ((int)why < 0 || why >= RETRY_REASON__COUNT)
+		return;
+	r = route_block(m, route_slot);
+	if (r)
+		bump(&r->retries[why], 1);
+}
+
 void metrics_inflight_add(struct metrics_worker *m, int delta)
 {
 	if (delta > 0)
@@ -211,12 +349,14 @@ void metrics_invalid_deadline(struct metrics_worker *m)
 struct sum_route {
 	uint64_t requests[NCODES];
 	uint64_t cancels[CTX_CAUSE__COUNT];
+	uint64_t retries[RETRY_REASON__COUNT];
 	uint64_t lat[NLAT + 1], lat_sum_us, lat_count;
 	bool used;
 };
 
 struct sums {
 	struct sum_route route[METRICS_MAX_ROUTES];
+	uint64_t attempts[METRICS_MAX_SERVERS][RETRY_OUTCOME__COUNTED];
 	uint64_t prop[NPROP + 1], prop_sum_us, prop_count;
 	uint64_t inflight_up, inflight_down, invalid_deadline;
 };
@@ -230,10 +370,28 @@ static void sum_route(struct sum_route *s, struct metrics_route *r)
 		s->requests[i] += get(&r->requests[i]);
 	for (i = 0; i < CTX_CAUSE__COUNT; i++)
 		s->cancels[i] += get(&r->cancels[i]);
+	for (i = 0; i < RETRY_REASON__COUNT; i++)
+		s->retries[i] += get(&r->retries[i]);
 	for (i = 0; i <= NLAT; i++)
 		s->lat[i] += get(&r->latency.bucket[i]);
 	s->lat_sum_us += get(&r->latency.sum_us);
 	s->lat_count += get(&r->latency.count);
+}
+
+static void sum_servers(struct sums *s, struct metrics_worker *m)
+{
+	struct metrics_servers *c;
+	size_t k, i, o;
+
+	for (k = 0; k < NCHUNKS; k++) {
+		c = atomic_load_explicit(&m->servers[k], memory_order_acquire);
+		if (!c)
+			continue;
+		for (i = 0; i < SERVER_CHUNK; i++)
+			for (o = 0; o < RETRY_OUTCOME__COUNTED; o++)
+				s->attempts[k * SERVER_CHUNK + i][o] +=
+					get(&c->attempts[i][o]);
+	}
 }
 
 static void sum_worker(struct sums *s, struct metrics_worker *m)
@@ -246,6 +404,7 @@ static void sum_worker(struct sums *s, struct metrics_worker *m)
 		if (r)
 			sum_route(&s->route[i], r);
 	}
+	sum_servers(s, m);
 	for (i = 0; i <= NPROP; i++)
 		s->prop[i] += get(&m->propagation.bucket[i]);
 	s->prop_sum_us += get(&m->propagation.sum_us);
@@ -288,6 +447,34 @@ static void write_requests(FILE *out, const struct sums *s)
 					"\"%s\",cause=\"%s\"} %llu\n",
 					slot_name(slot), ctx_cause_name(i),
 					(unsigned long long)s->route[slot].cancels[i]);
+}
+
+/* Like requests_total: only the series that counted something. */
+static void write_upstream(FILE *out, const struct sums *s)
+{
+	int n = atomic_load_explicit(&nservers, memory_order_relaxed);
+	int slot, i;
+
+	family(out, "ctxproxy_upstream_attempts_total", "counter",
+	       "Upstream attempts, by route, server and outcome.");
+	for (slot = 1; slot < n; slot++)
+		for (i = 0; i < RETRY_OUTCOME__COUNTED; i++)
+			if (s->attempts[slot][i])
+				fprintf(out, "ctxproxy_upstream_attempts_total{"
+					"route=\"%s\",server=\"%s\",outcome=\"%s\"}"
+					" %llu\n", server_slots[slot].route,
+					server_slots[slot].name,
+					retry_outcome_name(i), (unsigned long long)
+					s->attempts[slot][i]);
+	family(out, "ctxproxy_retries_total", "counter",
+	       "Extra upstream attempts, by route and the failure retried.");
+	for (slot = 0; slot < nslots; slot++)
+		for (i = 0; i < RETRY_REASON__COUNT; i++)
+			if (s->route[slot].retries[i])
+				fprintf(out, "ctxproxy_retries_total{route=\"%s\","
+					"reason=\"%s\"} %llu\n",
+					slot_name(slot), retry_reason_name(i),
+					(unsigned long long)s->route[slot].retries[i]);
 }
 
 /* One histogram series: cumulative buckets, sum and count. */
@@ -376,6 +563,7 @@ int metrics_write(FILE *out, int draining)
 		if (workers[i])
 			sum_worker(s, workers[i]);
 	write_requests(out, s);
+	write_upstream(out, s);
 	write_histograms(out, s);
 	pthread_mutex_unlock(&reg_lock);
 	write_gauges(out, s, draining);
