@@ -99,6 +99,8 @@ TEST_OBJS_pool := pool retry
 TEST_PKGS_pool :=
 TEST_OBJS_metrics := metrics context retry
 TEST_PKGS_metrics :=
+TEST_OBJS_health := health metrics context retry log
+TEST_PKGS_health := libcurl
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
