@@ -7,6 +7,7 @@
 #include <microhttpd.h>
 
 #include "admin.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -41,6 +42,8 @@ static enum MHD_Result admin_metrics(struct admin *a, struct MHD_Connection *c)
 	if (!out)
 		return MHD_NO;
 	rc = metrics_write(out, atomic_load(&a->draining));
+	if (rc == 0)
+		rc = health_write_metrics(out);
 	fclose(out);
 	if (rc < 0) {
 		free(buf);

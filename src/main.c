@@ -24,6 +24,7 @@
 #include "config.h"
 #include "gen.h"
 #include "context.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -278,7 +279,8 @@ static void reload(struct daemon *d)
 		log_msg(LOG_WARN, "listen, admin, workers, max_connections and "
 			"client_idle_timeout_ms changes need a restart", NULL);
 	if (metrics_assign_slots(cfg) < 0)
-		log_msg(LOG_WARN, "too many route names: some share metrics", NULL);
+		log_msg(LOG_WARN, "too many route names or servers: some share "
+			"metrics, some servers have no health state", NULL);
 	if (log_open_access(cfg->access_log, cfg->access_log_format) < 0)
 		log_msg(LOG_ERROR, "cannot open the new access log: the old stays",
 			"path=%s", cfg->access_log);
@@ -289,6 +291,9 @@ static void reload(struct daemon *d)
 		worker_set_gen(d->ws[i], g);
 	gen_unref(d->gen);
 	d->gen = g;
+	if (health_set_config(g->cfg) < 0)
+		log_msg(LOG_ERROR, "cannot update the health checks: the "
+			"previous servers stay checked", NULL);
 	log_msg(LOG_INFO, "reloaded", "routes=%zu", g->cfg->nroutes);
 ready:
 	sd_notify(0, "READY=1");
@@ -428,7 +433,8 @@ int main(int argc, char **argv)
 	if (!cfg)
 		return 1;
 	if (metrics_assign_slots(cfg) < 0)
-		log_msg(LOG_WARN, "too many route names: some share metrics", NULL);
+		log_msg(LOG_WARN, "too many route names or servers: some share "
+			"metrics, some servers have no health state", NULL);
 	if (o.check) {
 		printf("%s: ok\n", o.config);
 		config_free(cfg);
@@ -445,7 +451,15 @@ int main(int argc, char **argv)
 	if (!d.gen)
 		return 2;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	rc = run(&d);
+	/* The checking thread blocks every signal itself: starting it before
+	 * run() masks them leaves SIGTERM to the main thread all the same. */
+	if (health_start() < 0 || health_set_config(d.gen->cfg) < 0) {
+		log_msg(LOG_ERROR, "cannot start the health checks", NULL);
+		rc = 2;
+	} else {
+		rc = run(&d);
+	}
+	health_stop();
 	curl_global_cleanup();
 	log_close();
 	gen_unref(d.gen);
