@@ -44,7 +44,7 @@ struct config_server {
 	char *origin;           /* "http://host:port", no trailing slash */
 	char *host;             /* "host[:port]" for the Host field (no :80) */
 	int slot;               /* set by metrics_assign_slots(): (route name,
-				   url) for the life of the process; 0 = none */
+				   origin) for the life of the process; 0 = none */
 };
 
 /* Active health checks (`health` block); on = false when absent. */
