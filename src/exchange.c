@@ -24,7 +24,6 @@ struct exchange {
 	void *arg;
 	struct exchange_request xr;
 	struct fetch_request rq;         /* each attempt's, but its origin */
-	char *target;
 	int server;                      /* index of the last attempt's */
 	uint64_t tried;                  /* bit i: server i had an attempt */
 	int attempts;
@@ -34,6 +33,7 @@ struct exchange {
 	char *hold;
 	size_t hold_len, hold_sent;
 	bool holdable, client_eof, eof_sent;
+	char target[];                   /* sent byte for byte, each attempt */
 };
 
 static void x_on_head(void *arg);
@@ -327,15 +327,12 @@ struct exchange *exchange_new(struct upstream *up, ctx_t *ctx,
 			      const struct exchange_request *xr,
 			      const struct fetch_ops *ops, void *arg)
 {
-	struct exchange *x = calloc(1, sizeof(*x));
+	size_t len = strlen(xr->target);
+	struct exchange *x = calloc(1, sizeof(*x) + len + 1);
 
 	if (!x)
 		return NULL;
-	x->target = strdup(xr->target);
-	if (!x->target) {
-		free(x);
-		return NULL;
-	}
+	memcpy(x->target, xr->target, len + 1);
 	x->up = up;
 	x->ctx = ctx_ref(ctx);
 	x->ops = ops;
@@ -381,7 +378,6 @@ void exchange_free(struct exchange *x)
 		pool_exchange_end(x->xr.pool, x->retrying);
 	hold_drop(x);
 	ctx_unref(x->ctx);
-	free(x->target);
 	free(x);
 }
 

@@ -43,7 +43,7 @@ struct uconn {
 	int fd;
 	bool in_loop, reused, hup, idle;
 	int64_t idle_until;
-	char peer[48];                   /* "IP:PORT" once connected */
+	char peer[UCONN_PEER_SIZE];      /* "IP:PORT" once connected */
 	struct uconn *all_prev, *all_next;   /* every connection, for free */
 	struct uconn *pprev, *pnext;     /* in pool->idle, while idle */
 	struct uconn *lprev, *lnext;     /* in up's idle LRU, while idle */

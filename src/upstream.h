@@ -120,7 +120,8 @@ void uconn_close(struct uconn *c);
 bool uconn_connected(const struct uconn *c);
 
 /* The address c is connected to, "IP:PORT" ("[v6]:PORT"), or "" while
- * it connects. */
+ * it connects: a buffer of UCONN_PEER_SIZE bytes that lives as long as c. */
+#define UCONN_PEER_SIZE 48
 const char *uconn_peer(const struct uconn *c);
 
 /* Whether c came from the pool (it served a request before). */
