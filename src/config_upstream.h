@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "config.h"
+#include "config_route.h"
 #include "config_keys.h"
 
 /* CONFIG_KEY_CUSTOM parsers of route keys: obj is the struct

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "config_route.h"
 #include "health.h"
 #include "invariant.h"
 #include "log.h"
