@@ -18,74 +18,12 @@
 #include "metrics.h"
 #include "pool.h"
 #include "request.h"
+#include "request_impl.h"
 #include "route.h"
-
-#define REQ_BLOCK_SIZE (16 * 1024)
-/* What libmicrohttpd adds to a response head (status line, Date,
- * Content-Length or Transfer-Encoding, Connection, X-Request-Id), and the
- * part of the connection's memory it keeps for itself (measured: a
- * request and a response head together fit up to ~15 KiB of 16). */
-#define REQ_REPLY_OVERHEAD 256
-#define REQ_CONN_SLACK 1024
-#define REQ_TARGET_MAX 8192
-#define REQ_DEADLINE_MAX_MS (24LL * 3600 * 1000)
-#define REQ_BODY_BAD (-3)      /* a malformed Content-Length */
-#define REQ_MAX_FIELDS 128
-
-enum req_phase { PH_UPLOADING, PH_AWAITING, PH_STREAMING, PH_DONE };
 
 static const char *const phase_names[] = {
 	"uploading", "awaiting_headers", "streaming", "done",
 };
-
-struct field_vec {
-	struct headers_field f[REQ_MAX_FIELDS];
-	size_t n;
-	bool overflow;
-};
-
-struct req {
-	struct req_env *env;
-	struct req_gen *gen;              /* the generation it started under */
-	const struct config *cfg;         /* gen's config */
-	struct req *prev, *next;          /* in env->live */
-	struct MHD_Connection *conn;
-	struct req_conn *rc;              /* until the request ends */
-	int refs;
-	char *uri;                        /* raw target, owned */
-	char *path;                       /* its path part, owned */
-	const char *query;                /* in uri, after '?', or NULL */
-	const struct config_route *route;
-	ctx_t *ctx;                       /* the request context */
-	ctx_t *child;                     /* the upstream exchange's context */
-	ctx_watch_t ctx_watch;
-	struct exchange *x;
-	const struct field_vec *fields;   /* while the first attempt starts */
-	enum req_phase phase;
-	const char *cancel_phase;
-	int err_status;
-	const char *err_msg;
-	bool body_expected, suspended, responded, eof_sent;
-	int status;
-	uint64_t bytes_in, bytes_out;
-	int64_t t0;
-	char method[16];
-	char id[129];
-	char client[64];
-};
-
-/* Phases only move forward (a request never streams twice). */
-static void req_set_phase(struct req *r, enum req_phase ph)
-{
-	ASSERT(ph >= r->phase);
-	r->phase = ph;
-}
-
-/* The attempt the response comes from (NULL before the exchange). */
-static struct fetch *req_fetch(const struct req *r)
-{
-	return r->x ? exchange_fetch(r->x) : NULL;
-}
 
 /* ---- the request object ---- */
 
@@ -110,7 +48,7 @@ static struct req *req_new(struct req_env *env, struct MHD_Connection *c)
 	return r;
 }
 
-static void req_unref(struct req *r)
+void req_unref(struct req *r)
 {
 	if (!r)
 		return;
@@ -260,7 +198,7 @@ static void req_set_id(struct req *r)
 /* libmicrohttpd does not watch a suspended connection: the front's
  * hang-up watch does, and a FIN that came while the request was not
  * suspended turns the next suspension into a cancellation instead. */
-static bool req_suspend(struct req *r)
+bool req_suspend(struct req *r)
 {
 	if (r->suspended)
 		return true;
@@ -317,177 +255,6 @@ static void req_on_cancel(ctx_t *ctx, void *arg)
 
 	(void)ctx;
 	r->cancel_phase = phase_names[r->phase];
-}
-
-/* ---- answers ---- */
-
-static enum MHD_Result req_reply(struct req *r, int status, const char *msg,
-				 bool close)
-{
-	struct MHD_Response *resp;
-	char body[128];
-	int n;
-	enum MHD_Result rc;
-
-	ASSERT(!r->responded);
-	n = snprintf(body, sizeof(body), "%s\n", msg);
-	resp = MHD_create_response_from_buffer((size_t)n, body,
-					       MHD_RESPMEM_MUST_COPY);
-	if (!resp)
-		return MHD_NO;
-	MHD_add_response_header(resp, "Content-Type", "text/plain");
-	MHD_add_response_header(resp, "X-Request-Id", r->id);
-	if (close)
-		MHD_add_response_header(resp, "Connection", "close");
-	rc = MHD_queue_response(r->conn, (unsigned)status, resp);
-	MHD_destroy_response(resp);
-	r->responded = true;
-	r->status = status;
-	r->bytes_out = (uint64_t)n;
-	req_set_phase(r, PH_DONE);
-	return rc;
-}
-
-static ssize_t req_read_body(void *cls, uint64_t pos, char *buf, size_t max)
-{
-	struct req *r = cls;
-	ssize_t n;
-
-	(void)pos;
-	n = fetch_recv(req_fetch(r), buf, max);
-	if (n > 0) {
-		r->bytes_out += (uint64_t)n;
-		return n;
-	}
-	if (n == FETCH_RECV_END)
-		return MHD_CONTENT_READER_END_OF_STREAM;
-	if (n == FETCH_RECV_ABORTED || ctx_is_cancelled(r->ctx) ||
-	    !req_suspend(r))
-		return MHD_CONTENT_READER_END_WITH_ERROR;
-	return 0;
-}
-
-static void req_body_free(void *cls)
-{
-	req_unref(cls);
-}
-
-static bool status_is_bodyless(int status)
-{
-	return status < 200 || status == 204 || status == 304;
-}
-
-/* When the whole body is in already (the common small response), hand it
- * over as a buffer: MHD then sends head and body in one system call, and
- * keeps no reader (whose 16 KiB block it would allocate and clear). */
-static struct MHD_Response *req_whole_body(struct req *r, int64_t len)
-{
-	struct MHD_Response *resp;
-	const char *body;
-	size_t have;
-
-	struct fetch *f = req_fetch(r);
-
-	if (!fetch_ended(f) || !fetch_ok(f) || strcmp(r->method, "HEAD") == 0)
-		return NULL;
-	body = fetch_peek(f, &have);
-	if (len >= 0 && (uint64_t)len != have)
-		return NULL;
-	resp = MHD_create_response_from_buffer(have, (void *)body,
-					       MHD_RESPMEM_MUST_COPY);
-	if (resp)
-		r->bytes_out = have;
-	return resp;
-}
-
-/* The response for the client: the whole body at once, or a reader. */
-static struct MHD_Response *req_response(struct req *r, int64_t len)
-{
-	struct MHD_Response *resp = req_whole_body(r, len);
-
-	if (resp)
-		return resp;
-	/* libmicrohttpd 0.9.75 ends a HEAD response of unknown length with a
-	 * chunk terminator, which the client would take for the start of its
-	 * next response: say Content-Length: 0 instead. */
-	if (len < 0 && strcmp(r->method, "HEAD") == 0)
-		return MHD_create_response_from_buffer(0, (void *)"",
-						       MHD_RESPMEM_PERSISTENT);
-	resp = MHD_create_response_from_callback(len >= 0 ? (uint64_t)len :
-						 MHD_SIZE_UNKNOWN,
-						 REQ_BLOCK_SIZE, req_read_body,
-						 r, req_body_free);
-	if (resp)
-		r->refs++;
-	return resp;
-}
-
-/* libmicrohttpd builds the response head in the connection's memory,
- * which also holds the request's head: one that does not fit would close
- * the client's connection without a word, so it is a 502 instead. */
-static bool req_head_fits(struct req *r)
-{
-	const union MHD_ConnectionInfo *ci;
-	size_t need = fetch_header_bytes(req_fetch(r)) + REQ_REPLY_OVERHEAD;
-
-	ci = MHD_get_connection_info(r->conn,
-				     MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-	if (ci)
-		need += ci->header_size;
-	return need <= REQ_CONN_MEMORY - REQ_CONN_SLACK;
-}
-
-static enum MHD_Result req_reply_stream(struct req *r)
-{
-	struct MHD_Response *resp;
-	struct fetch *f = req_fetch(r);
-	int status = fetch_status(f);
-	int64_t len = fetch_content_length(f);
-	const char *name, *value;
-	enum MHD_Result rc;
-	size_t i;
-
-	ASSERT(!r->responded);
-	if (!req_head_fits(r)) {
-		log_msg(LOG_WARN, "upstream response head too large for the "
-			"client connection", "id=%s", r->id);
-		ctx_cancel(r->child, CTX_CAUSE_UPSTREAM_ERROR);
-		return req_reply(r, 502, "upstream response head too large",
-				 false);
-	}
-	if (status_is_bodyless(status))
-		len = 0;
-	resp = req_response(r, len);
-	if (!resp)
-		return MHD_NO;
-	for (i = 0; i < fetch_header_count(f); i++) {
-		fetch_header(f, i, &name, &value);
-		MHD_add_response_header(resp, name, value);
-	}
-	MHD_add_response_header(resp, "X-Request-Id", r->id);
-	rc = MHD_queue_response(r->conn, (unsigned)status, resp);
-	MHD_destroy_response(resp);
-	r->responded = true;
-	r->status = status;
-	req_set_phase(r, PH_STREAMING);
-	return rc;
-}
-
-/* The fetch ended before a response head: say why. */
-static enum MHD_Result req_reply_failure(struct req *r)
-{
-	switch (ctx_cause(r->child)) {
-	case CTX_CAUSE_CONNECT_TIMEOUT:
-		return req_reply(r, 504, "upstream connect timeout", false);
-	case CTX_CAUSE_HEADER_TIMEOUT:
-		return req_reply(r, 504, "upstream header timeout", false);
-	case CTX_CAUSE_DEADLINE_EXCEEDED:
-		return req_reply(r, 504, "upstream timeout", false);
-	case CTX_CAUSE_SHUTDOWN:
-		return req_reply(r, 503, "shutting down", true);
-	default:
-		return req_reply(r, 502, "upstream unavailable", false);
-	}
 }
 
 /* ---- the fetch's notifications: wake the suspended connection ---- */
