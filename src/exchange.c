@@ -1,5 +1,6 @@
 /* exchange.c - one request's upstream exchange: the attempts under its budget, the server of each, the body held for a retry. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +28,14 @@ struct exchange {
 	int server;                      /* index of the last attempt's */
 	uint64_t tried;                  /* bit i: server i had an attempt */
 	int attempts;
+	int64_t t0;                      /* when the exchange was made */
 	bool begun, retrying, open, head_passed, failed, idempotent;
+
+	/* waiting for a retry slot: the reason, the wake-up, the deadline */
+	struct pool_waiter waiter;
+	struct upstream_job job;
+	ctx_watch_t wait_watch;
+	enum retry_reason wait_why;
 
 	/* the request body, held whole while it fits and no head came */
 	char *hold;
@@ -40,6 +48,9 @@ static void x_on_head(void *arg);
 static void x_on_body(void *arg);
 static void x_on_upload_space(void *arg);
 static void x_on_done(void *arg);
+static void x_wait_cancelled(ctx_t *ctx, void *arg);
+static void x_wait_granted(struct pool_waiter *w);
+static void x_wait_over(struct upstream_job *job);
 
 static const struct fetch_ops x_fetch_ops = {
 	.on_head = x_on_head,
@@ -206,7 +217,7 @@ static bool x_may_retry(struct exchange *x, enum retry_reason why)
 		.attempts = x->attempts,
 		.retries = x->xr.route->retries,
 		.budget_left = ctx_remaining_ns(x->ctx, ctx_now_ns()) > 0,
-		.retry_budget = x->retrying || pool_retry_allowed(x->xr.pool),
+		.retry_budget = true,
 	};
 
 	if (x->xr.body_len == FETCH_BODY_CHUNKED)
@@ -216,13 +227,9 @@ static bool x_may_retry(struct exchange *x, enum retry_reason why)
 
 /* Another attempt, on another server when there is one.  The owner hears
  * upload space: a body it was told to hold back may flow again. */
-static void x_retry(struct exchange *x, enum retry_reason why)
+static void x_retry_now(struct exchange *x, enum retry_reason why)
 {
 	metrics_retry(x->xr.metrics, x->xr.route->metrics_slot, why);
-	if (!x->retrying) {
-		x->retrying = true;
-		pool_retry_begin(x->xr.pool);
-	}
 	attempt_drop(x);
 	if (attempt_start(x) < 0) {
 		attempt_close(x, RETRY_OUT_CANCELLED);
@@ -231,6 +238,60 @@ static void x_retry(struct exchange *x, enum retry_reason why)
 	}
 	if (!x->client_eof && x->ops->on_upload_space)
 		x->ops->on_upload_space(x->arg);
+}
+
+/* The worker's retry budget: this exchange's first retry takes a slot
+ * (its later ones run on it); over the budget it waits for one, for no
+ * longer than its own deadline. */
+static void x_retry(struct exchange *x, enum retry_reason why)
+{
+	if (x->retrying || pool_retry_allowed(x->xr.pool)) {
+		if (!x->retrying) {
+			x->retrying = true;
+			pool_retry_begin(x->xr.pool);
+		}
+		x_retry_now(x, why);
+		return;
+	}
+	x->wait_why = why;
+	if (ctx_watch(x->ctx, &x->wait_watch, x_wait_cancelled, x) < 0) {
+		x_fail(x, ctx_cause(x->ctx));
+		return;
+	}
+	pool_retry_wait(x->xr.pool, &x->waiter);
+}
+
+/* Granted a slot (counted for it already) or cancelled while waiting:
+ * either way the loop acts, never the call that told. */
+static void x_wait_granted(struct pool_waiter *w)
+{
+	struct exchange *x = (struct exchange *)((char *)w -
+		offsetof(struct exchange, waiter));
+
+	x->retrying = true;
+	upstream_defer(x->up, &x->job);
+}
+
+static void x_wait_cancelled(ctx_t *ctx, void *arg)
+{
+	struct exchange *x = arg;
+
+	(void)ctx;
+	pool_retry_unwait(x->xr.pool, &x->waiter);
+	upstream_defer(x->up, &x->job);
+}
+
+static void x_wait_over(struct upstream_job *job)
+{
+	struct exchange *x = (struct exchange *)((char *)job -
+		offsetof(struct exchange, job));
+
+	ctx_unwatch(&x->wait_watch);
+	if (ctx_is_cancelled(x->ctx)) {
+		x_fail(x, ctx_cause(x->ctx));
+		return;
+	}
+	x_retry_now(x, x->wait_why);
 }
 
 /* ---- what the attempt's fetch reports ---- */
@@ -272,6 +333,18 @@ static void x_on_upload_space(void *arg)
 		x->ops->on_upload_space(x->arg);
 }
 
+/* The exchange's deadline is the client's (a shorter deadline header),
+ * not the route's timeout_ms: when it passes, the server is not to blame.
+ * The exchange's context was made just before x (t0): a millisecond of
+ * slack tells the two apart. */
+static bool x_client_bound(const struct exchange *x)
+{
+	int64_t route_end = x->t0 + x->xr.route->t.timeout_ms * 1000000;
+
+	return ctx_is_cancelled(x->ctx) &&
+		ctx_deadline(x->ctx) < route_end - 1000000;
+}
+
 /* What failed, from the fetch's account and its context's cause: -1 when
  * the attempt was not the server's fault (the request went away). */
 static int x_failure(const struct exchange *x, enum retry_outcome *o)
@@ -292,7 +365,7 @@ static int x_failure(const struct exchange *x, enum retry_outcome *o)
 		break;
 	}
 	if (cause == CTX_CAUSE_HEADER_TIMEOUT ||
-	    cause == CTX_CAUSE_DEADLINE_EXCEEDED) {
+	    (cause == CTX_CAUSE_DEADLINE_EXCEEDED && !x_client_bound(x))) {
 		*o = RETRY_OUT_TIMEOUT;
 		return RETRY_TIMEOUT;
 	}
@@ -346,6 +419,9 @@ struct exchange *exchange_new(struct upstream *up, ctx_t *ctx,
 	x->rq.keepalive_max = xr->cfg->upstream_keepalive;
 	x->rq.keepalive_timeout_ms = xr->cfg->upstream_keepalive_timeout_ms;
 	x->idempotent = retry_idempotent(xr->method);
+	x->t0 = ctx_now_ns();
+	x->waiter.granted = x_wait_granted;
+	x->job.fn = x_wait_over;
 	x->holdable = xr->body_len == FETCH_BODY_CHUNKED ||
 		(xr->body_len > 0 && xr->body_len <= EXCHANGE_HOLD_MAX);
 	return x;
@@ -374,6 +450,9 @@ void exchange_free(struct exchange *x)
 		return;
 	attempt_close(x, RETRY_OUT_CANCELLED);
 	attempt_drop(x);
+	ctx_unwatch(&x->wait_watch);
+	pool_retry_unwait(x->xr.pool, &x->waiter);
+	upstream_undefer(x->up, &x->job);
 	if (x->begun)
 		pool_exchange_end(x->xr.pool, x->retrying);
 	hold_drop(x);

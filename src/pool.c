@@ -25,6 +25,7 @@ struct pool {
 	uint64_t rng;           /* xorshift64 state, never 0 */
 	int exchanges;          /* in flight */
 	int retries;            /* of them, retrying */
+	struct pool_waiter *wait_head, *wait_tail; /* for a retry slot, FIFO */
 	struct pool_server s[];
 };
 
@@ -278,19 +279,69 @@ void pool_retry_begin(struct pool *p)
 	p->retries++;
 }
 
+static bool pool_retry_room(const struct pool *p)
+{
+	int cap = p->exchanges * 20 / 100;
+
+	return p->retries < (cap > 3 ? cap : 3);
+}
+
+/* Freed slots go to the waiters, oldest first; each is taken for it
+ * before it hears, so no newcomer can take it in between. */
+static void pool_grant(struct pool *p)
+{
+	struct pool_waiter *w;
+
+	while (p->wait_head && pool_retry_room(p)) {
+		w = p->wait_head;
+		pool_retry_unwait(p, w);
+		p->retries++;
+		w->granted(w);
+	}
+}
+
 void pool_exchange_end(struct pool *p, bool retried)
 {
 	if (p->exchanges > 0)
 		p->exchanges--;
 	if (retried && p->retries > 0)
 		p->retries--;
+	pool_grant(p);
 }
 
 bool pool_retry_allowed(const struct pool *p)
 {
-	int cap = p->exchanges * 20 / 100;
+	return !p->wait_head && pool_retry_room(p);
+}
 
-	return p->retries < (cap > 3 ? cap : 3);
+void pool_retry_wait(struct pool *p, struct pool_waiter *w)
+{
+	if (w->queued)
+		return;
+	w->queued = true;
+	w->next = NULL;
+	w->prev = p->wait_tail;
+	if (p->wait_tail)
+		p->wait_tail->next = w;
+	else
+		p->wait_head = w;
+	p->wait_tail = w;
+}
+
+void pool_retry_unwait(struct pool *p, struct pool_waiter *w)
+{
+	if (!w->queued)
+		return;
+	w->queued = false;
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		p->wait_head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		p->wait_tail = w->prev;
+	w->prev = w->next = NULL;
 }
 
 int pool_failures(const struct pool *p, int i)

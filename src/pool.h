@@ -48,14 +48,33 @@ int pool_pick(struct pool *p, uint64_t tried, int64_t now);
 bool pool_end(struct pool *p, int i, enum retry_outcome o, int64_t now);
 
 /* Exchanges in flight on this route (this worker), and those of them
- * retrying: an exchange begins, becomes a retry at most once, and ends. */
+ * retrying: an exchange begins, becomes a retry at most once, and ends
+ * (which may grant a waiter its slot). */
 void pool_exchange_begin(struct pool *p);
 void pool_retry_begin(struct pool *p);
 void pool_exchange_end(struct pool *p, bool retried);
 
-/* Whether one more exchange may start retrying: retries in flight are
- * below max(3, 20 % of exchanges in flight). */
+/* Whether one more exchange may start retrying now: none waits for a
+ * slot and retries in flight are below max(3, 20 % of exchanges in
+ * flight). */
 bool pool_retry_allowed(const struct pool *p);
+
+/* An exchange waiting for a retry slot (embedded in it, zeroed).  A burst
+ * of failures (a server dying with many requests on it) would otherwise
+ * turn every request over the budget into an error at once: instead the
+ * excess waits, within its own deadline, and the budget still bounds how
+ * many retries run at a time.  granted() runs (from pool_exchange_end,
+ * which ended a retrying exchange) once the slot is the waiter's: it is
+ * counted as pool_retry_begin() would. */
+struct pool_waiter {
+	void (*granted)(struct pool_waiter *w);
+	struct pool_waiter *prev, *next;
+	bool queued;
+};
+
+/* Queue w (a no-op when queued), or take it out (a no-op when not). */
+void pool_retry_wait(struct pool *p, struct pool_waiter *w);
+void pool_retry_unwait(struct pool *p, struct pool_waiter *w);
 
 /* Introspection for tests and the admin page: server i's consecutive
  * failures, and when its ejection ends (0 = not ejected). */
