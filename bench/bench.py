@@ -2,7 +2,8 @@
 """bench.py - ctxproxy against nginx and HAProxy on loopback; run through bench/run.sh.
 
 usage: bench.py [--smoke] [--out FILE.md] [--json FILE] [--only CASES] [--proxies LIST]
-  CASES: comma list of throughput,browser,cancel,longpoll,stream (default: all)
+                [--failover-log]
+  CASES: comma list of throughput,browser,cancel,longpoll,stream,failover (default: all)
   LIST:  comma list of ctxproxy,nginx,haproxy (default: all; for debugging)
 
 Every process it starts (backends, proxies, clients) is a child with
@@ -23,8 +24,13 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     fewer if RLIMIT_NOFILE cannot cover 2 descriptors per request.
  4. stream: 1 GiB download and 1 GiB upload (bench/stream_client.py), and
     for context nginx once more with 64 KiB proxy buffers.
---smoke: 1 s wrk runs (browser: C = 50 only), 1,000 long-polls, 64 MiB
-transfers, 1 s grace.
+ 5. failover: two tests/backend servers behind each proxy (2 workers, a
+    pool with one retry and passive ejection: POOL_*), wrk -t1 -c50 -d10s
+    GET /fast, and one backend SIGKILLed 1/3 into the run; requests/s and
+    client errors (non-2xx/3xx, socket errors).  --failover-log turns on
+    ctxproxy's access log for it and summarises it in the notes.
+--smoke: 1 s wrk runs (browser: C = 50 only; failover 2 s), 1,000
+long-polls, 64 MiB transfers, 1 s grace.
 Each run also records how much CPU other processes took meanwhile
 (CpuWatch): a note flags any run above 10%.
 Exit status: 0 if every run produced its figures, 1 if some did not, 2 if
@@ -44,25 +50,44 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CTXPROXY = os.path.join(ROOT, "build", "ctxproxy")
 BACKEND = os.path.join(ROOT, "build", "tests", "backend")
 PROXIES = ("ctxproxy", "nginx", "haproxy")
+ALL_CASES = "throughput,browser,cancel,longpoll,stream,failover"
 PY = sys.executable or "python3"
 
 FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
             browser_conns=(50, 256),
             cancel_ns=(1, 100, 1000), cancel_reps={1: 100, 100: 10, 1000: 3}, cancel_grace=5.0,
             lp_n=10000, lp_hold=20.0,
-            stream_bytes=1 << 30, budget=570)
+            stream_bytes=1 << 30, fo_secs=10, fo_conns=50, budget=570)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
              browser_conns=(50,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
              lp_n=1000, lp_hold=3.0,
-             stream_bytes=64 << 20, budget=70)
+             stream_bytes=64 << 20, fo_secs=2, fo_conns=50, budget=70)
 WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
+# The failover case: two servers per proxy, each proxy's idiomatic retry and
+# passive-health settings, written out (ctxproxy's are its defaults).
+FAILOVER_WORKERS = 2
+POOL_CTXPROXY = ('retries = 1; retry_on = ( "connect_failure", "reset" ); '
+                 'eject_after = 5; eject_ms = 10000;')
+# nginx: the default next-upstream conditions, and (default) max_fails=1
+# fail_timeout=10s per server; with two servers a request has two tries.
+POOL_NGINX = "proxy_next_upstream error timeout;"
+# HAProxy: one retry, on another server (redispatch on every retry), on a
+# refused/failed connect or a connection closed without a response; a server
+# is marked down after 5 consecutive connection errors seen by traffic
+# (observe layer4, which needs `check`: a TCP connect every 2 s).  A retry
+# after a failed connect first waits its turn-around time, min(timeout
+# connect, 1 s): the ~1 s maximum latency HAProxy shows in this case.
+POOL_HAPROXY = ("balance roundrobin", "retries 1", "option redispatch 1",
+                "retry-on conn-failure empty-response",
+                "default-server check observe layer4 error-limit 5 on-error mark-down")
 
 # The request fields a desktop Chrome sends for a same-site navigation over
 # HTTP/1.1 (wrk adds Host), in Chrome's order.  The cookie (~240 bytes) is a
@@ -267,9 +292,10 @@ class Bench:
                 return
         self.rows.append((case, metric, dict(values), fmt))
 
-    def start_backend(self, quiet=False):
+    def start_backend(self, quiet=False, ident=None):
         name = self.name("backend")
-        p = Proc(name, [BACKEND, "-p", "0"] + (["-q"] if quiet else []), self.tmp)
+        p = Proc(name, [BACKEND, "-p", "0"] + (["-q"] if quiet else []) +
+                 (["-i", ident] if ident else []), self.tmp)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and p.poll() is None:
             with open(p.out_path) as f:
@@ -316,13 +342,27 @@ http {{
                            "-c", conf, "-g", f"daemon off; pid {self.tmp}/{name}.pid;"],
                     self.tmp, stop_sig=signal.SIGTERM)
 
-    def start_proxy(self, kind, workers, bport, conns, nginx_extra="", wrap=(), wait_s=5.0):
+    def start_proxy(self, kind, workers, bport, conns, nginx_extra="", wrap=(), wait_s=5.0,
+                    access_log=False):
         """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients.
+        bport may be a list of ports: a pool of servers with retries and
+        passive ejection (the failover case; see POOL_* for the settings).
         ctxproxy only: `wrap` is put before its argv (valgrind, for
-        bench/profile.py), and it gets `wait_s` seconds to start listening."""
+        bench/profile.py), and it gets `wait_s` seconds to start listening;
+        a pool also gets an admin listener (p.admin_port, for /metrics) and,
+        with access_log, its access log in TMP/NAME.access.log (p.access_log)."""
         name = self.name(kind)
         conf = os.path.join(self.tmp, name + ".conf")
+        bports = list(bport) if isinstance(bport, (list, tuple)) else [bport]
+        pool = len(bports) > 1
         if kind == "ctxproxy":
+            log_path = os.path.join(self.tmp, name + ".access.log")
+            if pool:
+                servers = ", ".join(f'"http://127.0.0.1:{b}"' for b in bports)
+                route = (f'name = "bench"; prefix = "/"; upstream = ( {servers} );\n'
+                         f'    {POOL_CTXPROXY}')
+            else:
+                route = f'name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bports[0]}";'
             with open(conf, "w") as f:
                 f.write(f"""listen = "127.0.0.1:0";
 workers = {workers};
@@ -330,19 +370,27 @@ max_connections = {max(conns + 1000, 20000)};
 client_idle_timeout_ms = 300000;
 max_body_bytes = 4294967296L;
 shutdown_grace_ms = 200;
-access_log = "off";
+access_log = "{log_path if access_log else "off"}";
 upstream_keepalive = 1024;
+{'admin = "127.0.0.1:0";' if pool else ''}
 defaults = {{ connect_timeout_ms = 5000; timeout_ms = 600000; }};
-routes = ( {{ name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bport}"; }} );
+routes = ( {{ {route} }} );
 """)
             p = Proc(name, list(wrap) + [CTXPROXY, "-c", conf], self.tmp)
+            p.admin_port = None
+            p.access_log = log_path if access_log else None
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and p.poll() is None and p.port is None:
+            while time.monotonic() < deadline and p.poll() is None and \
+                    (p.port is None or (pool and p.admin_port is None)):
                 with open(p.err_path, errors="replace") as f:
-                    m = re.search(r"msg=listening addr=127\.0\.0\.1:(\d+)", f.read())
+                    text = f.read()
+                m = re.search(r"msg=listening addr=127\.0\.0\.1:(\d+)", text)
+                a = re.search(r"msg=\"?admin listening\"? addr=127\.0\.0\.1:(\d+)", text)
                 if m:
                     p.port = int(m.group(1))
-                else:
+                if a:
+                    p.admin_port = int(a.group(1))
+                if p.port is None or (pool and p.admin_port is None):
                     time.sleep(0.01)
             if p.port is None or not wait_port(p.port, p, wait_s):
                 p.stop()
@@ -354,6 +402,9 @@ routes = ( {{ name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bport}
             # idle client connections once fewer than 1/16 of the slots are
             # free: leave room.  (It only warns when this exceeds the fd limit.)
             wc = 2 * conns * 17 // 15 + 1024
+            servers = "\n".join(f"        server 127.0.0.1:{b};" for b in bports)
+            if pool:
+                nginx_extra += f"\n            {POOL_NGINX}"
             with open(conf, "w") as f:
                 f.write(f"""worker_processes {workers};
 worker_rlimit_nofile {max(self.nofile, 1024)};
@@ -370,7 +421,7 @@ http {{
     uwsgi_temp_path {self.tmp}/{name}.uwsgi;
     scgi_temp_path {self.tmp}/{name}.scgi;
     upstream backend {{
-        server 127.0.0.1:{bport};
+{servers}
         keepalive 1024;
         keepalive_requests 1000000;
         keepalive_timeout 300s;
@@ -398,6 +449,9 @@ http {{
             # (it needs about 2 * maxconn descriptors and refuses to start
             # if it cannot raise RLIMIT_NOFILE that far).
             maxconn = max(conns + 50, min(4 * conns + 1000, (self.nofile - 100) // 2))
+            servers = "\n".join(f"    server s{i + 1} 127.0.0.1:{b}"
+                                for i, b in enumerate(bports))
+            pool_lines = "".join(f"\n    {line}" for line in POOL_HAPROXY) if pool else ""
             with open(conf, "w") as f:
                 f.write(f"""global
     maxconn {maxconn}
@@ -416,8 +470,8 @@ frontend fe
     bind 127.0.0.1:{port} backlog 4096
     default_backend be
 
-backend be
-    server s1 127.0.0.1:{bport}
+backend be{pool_lines}
+{servers}
 """)
             p = Proc(name, [self.haproxy, "-db", "-f", conf], self.tmp)
         if not wait_port(port, p):
@@ -482,17 +536,32 @@ backend be
 
     # ---- case 1: throughput ----
 
-    def wrk_run(self, port, conns, secs, pids=(), headers=()):
-        """wrk's figures, plus the CPU time pids used per request."""
+    def wrk_run(self, port, conns, secs, pids=(), headers=(), path="/", at=None):
+        """wrk's figures, plus the CPU time pids used per request.  With
+        at = (S, fn), fn() is called S seconds after wrk was started and
+        what it returns is out["at"]."""
         argv = [self.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s"]
         for k, v in headers:
             argv += ["-H", f"{k}: {v}"]
-        argv.append(f"http://127.0.0.1:{port}/")
+        argv.append(f"http://127.0.0.1:{port}{path}")
         cpu0 = cpu_ticks(pids)
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 20,
-                           stdin=subprocess.DEVNULL, preexec_fn=_child_setup)
+        fired = None
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL, preexec_fn=_child_setup) as w:
+            t0 = time.monotonic()
+            try:
+                if at is not None:
+                    time.sleep(max(0.0, at[0] - (time.monotonic() - t0)))
+                    fired = at[1]()
+                stdout, _ = w.communicate(timeout=secs + 20)
+            except BaseException:
+                w.kill()
+                w.communicate()
+                raise
         cpu1 = cpu_ticks(pids)
-        out = parse_wrk(r.stdout)
+        out = parse_wrk(stdout)
+        if at is not None:
+            out["at"] = fired
         if pids and out["requests"]:
             out["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / os.sysconf("SC_CLK_TCK") / \
                 out["requests"]
@@ -694,6 +763,81 @@ backend be
                               f"{ratio}")
             print(f"  nginx-64k {short(res)}", file=sys.stderr, flush=True)
 
+    # ---- case 5: failover ----
+
+    def case_failover(self):
+        """Two tests/backend servers (-i b1, -i b2) behind each proxy, fresh
+        for each proxy; wrk GETs /fast and b2 gets SIGKILL a third into the
+        run.  (Not the nginx backend of the throughput case: a SIGKILLed
+        nginx master leaves its worker serving.)"""
+        cfg = self.cfg
+        secs, conns = cfg["fo_secs"], cfg["fo_conns"]
+        case = f"failover w={FAILOVER_WORKERS} c={conns}"
+        print(f"{case}:", file=sys.stderr, flush=True)
+        for proxy in PROXIES:
+            def go(proxy=proxy):
+                b1 = self.start_backend(quiet=True, ident="b1")
+                b2 = self.start_backend(quiet=True, ident="b2")
+                names = {b1.port: "b1", b2.port: "b2"}
+                p = self.start_proxy(proxy, FAILOVER_WORKERS, [b1.port, b2.port], conns,
+                                     access_log=self.args.failover_log and
+                                     proxy == "ctxproxy")
+                if cfg["warmup_secs"]:
+                    self.wrk_run(p.port, conns, cfg["warmup_secs"], path="/fast")
+                t_start = time.monotonic()
+
+                def kill_b2():
+                    t = time.monotonic() - t_start
+                    os.kill(b2.pid, signal.SIGKILL)
+                    b2.p.wait(5)
+                    return t
+
+                out = self.wrk_run(p.port, conns, secs, p.pids(), path="/fast",
+                                   at=(secs / 3, kill_b2))
+                if out["rps"] is None:
+                    raise RuntimeError("wrk gave no figures")
+                if p.poll() is not None:
+                    raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
+                if b1.poll() is not None:
+                    raise RuntimeError("backend b1 exited during the run")
+                out["killed_at_s"] = out.pop("at")
+                if proxy == "ctxproxy":
+                    out["metrics"] = pool_metrics(p.admin_port, names)
+                    if p.access_log:
+                        out["access"] = access_summary(p.access_log, names)
+                    out["log"] = log_summary(p.err_path)
+                elif proxy == "nginx":
+                    out["log"] = log_summary(os.path.join(self.tmp, p.name + ".error.log"))
+                else:
+                    out["log"] = log_summary(p.err_path)
+                return out
+
+            res = self.run_one(case, proxy, go) or {}
+            sock = res.get("socket")
+            self.row(case, "req/s", {proxy: res.get("rps")}, "{:.0f}")
+            self.row(case, "p99 ms", {proxy: res.get("p99_ms")}, "{:.3f}")
+            self.row(case, "max ms", {proxy: res.get("max_ms")}, "{:.3f}")
+            self.row(case, "proxy CPU us/request", {proxy: res.get("cpu_us_per_req")},
+                     "{:.1f}")
+            self.row(case, "client errors", {proxy: res.get("errors")}, "{:.0f}")
+            self.row(case, "non-2xx/3xx", {proxy: res.get("non2xx")}, "{:.0f}")
+            self.row(case, "socket errors", {proxy: sum(sock.values()) if sock else None},
+                     "{:.0f}")
+            if not res:
+                continue
+            what = f"{case} / {proxy}: b2 killed at {res['killed_at_s']:.2f} s of {secs} s"
+            if res.get("errors"):
+                what += (f"; {res['errors']} client errors: {res['non2xx']} non-2xx/3xx, "
+                         f"socket errors connect {sock['connect']}, read {sock['read']}, "
+                         f"write {sock['write']}, timeout {sock['timeout']}")
+            if res.get("metrics"):
+                what += f"; upstream attempts (/metrics): {res['metrics']}"
+            if res.get("access"):
+                what += f"; access log: {res['access']}"
+            if res.get("log"):
+                what += f"; its log: {res['log']}"
+            self.notes.append(what)
+
     # ---- report ----
 
     def table(self):
@@ -769,6 +913,14 @@ backend be
             detail = "-" if ok is None else f"{cr / nr:.2f}x nginx; RSS growth {g:.1f} MiB"
             out.append((f"{case}: >= 0.9x nginx bytes/s, RSS growth < 16 MiB",
                         verdict(ok), detail))
+        case = f"failover w={FAILOVER_WORKERS} c={self.cfg['fo_conns']}"
+        err, cr, nr = (val(case, "client errors", "ctxproxy"), val(case, "req/s", "ctxproxy"),
+                       val(case, "req/s", "nginx"))
+        ok = None if err is None else err == 0
+        detail = "-" if ok is None else f"{err:.0f} client errors" + \
+            (f"; req/s {cr / nr:.2f}x nginx" if cr is not None and nr else "")
+        out.append((f"{case}: no client errors for GETs while a backend is killed",
+                    verdict(ok), detail))
         return out
 
     def report(self):
@@ -803,9 +955,11 @@ backend be
               f"- machine: {machine()}",
               f"- ctxproxy: {getattr(self, 'version', '?')}",
               f"- tools: {tool_versions(self)}",
-              f"- command: `bench/run.sh{' --smoke' if self.args.smoke else ''}` "
+              f"- command: `bench/run.sh{' --smoke' if self.args.smoke else ''}"
+              f"{'' if self.args.only == ALL_CASES else ' --only ' + self.args.only}"
+              f"{' --failover-log' if self.args.failover_log else ''}` "
               f"({elapsed:.0f} s)",
-              f"- proxy workers: as in the case name for throughput and browser, "
+              f"- proxy workers: as in the case name for throughput, browser and failover, "
               f"{WORKERS} for the "
               f"other cases",
               f"- cancel rounds pooled: {self.cfg['cancel_reps']} (N: rounds; others 1)",
@@ -830,8 +984,13 @@ def short(res):
 
 def parse_wrk(text):
     unit = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}
-    out = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0, "requests": None}
+    out = {"rps": None, "p50_ms": None, "p99_ms": None, "max_ms": None, "errors": 0,
+           "requests": None, "non2xx": 0,
+           "socket": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
     for line in text.splitlines():
+        m = re.match(r"\s*Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m|h)\s", line)
+        if m:
+            out["max_ms"] = float(m.group(1)) * unit[m.group(2)]
         m = re.match(r"\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", line)
         if m:
             out[f"p{m.group(1)}_ms"] = float(m.group(2)) * unit[m.group(3)]
@@ -843,12 +1002,101 @@ def parse_wrk(text):
             out["requests"] = int(m.group(1))
         m = re.match(r"\s*Non-2xx or 3xx responses:\s+(\d+)", line)
         if m:
+            out["non2xx"] = int(m.group(1))
             out["errors"] += int(m.group(1))
         m = re.match(r"\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                      line)
         if m:
+            out["socket"] = dict(zip(("connect", "read", "write", "timeout"),
+                                     (int(x) for x in m.groups())))
             out["errors"] += sum(int(x) for x in m.groups())
     return out
+
+
+def _port_name(text, names):
+    """'b1' for a text naming 127.0.0.1:PORT of backend b1, else the text."""
+    m = re.search(r":(\d+)", text or "")
+    return names.get(int(m.group(1)), text) if m else text
+
+
+def pool_metrics(admin_port, names):
+    """ctxproxy's upstream attempts per server and outcome, retries per
+    reason and servers up, from its /metrics, as one line of text."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as e:
+        return f"/metrics failed: {e}"
+    attempts, retries, up = [], [], []
+    for line in text.splitlines():
+        m = re.match(r'(ctxproxy_upstream_attempts_total|ctxproxy_retries_total|'
+                     r'ctxproxy_upstream_server_up)\{([^}]*)\}\s+(\S+)', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        v = float(m.group(3))
+        if m.group(1) == "ctxproxy_upstream_attempts_total" and v:
+            attempts.append(f"{_port_name(labels.get('server'), names)} "
+                            f"{labels.get('outcome')} {v:.0f}")
+        elif m.group(1) == "ctxproxy_retries_total" and v:
+            retries.append(f"{labels.get('reason')} {v:.0f}")
+        elif m.group(1) == "ctxproxy_upstream_server_up":
+            up.append(f"{_port_name(labels.get('server'), names)} {v:.0f}")
+    return (f"{', '.join(sorted(attempts)) or 'none'}; retries: "
+            f"{', '.join(sorted(retries)) or 'none'}; up: {', '.join(sorted(up))}")
+
+
+def access_summary(path, names):
+    """ctxproxy's access log (logfmt) counted by status, attempts, last
+    server and cause, most frequent first."""
+    counts, total = {}, 0
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
+                if "status" not in kv:
+                    continue
+                total += 1
+                key = (f"status={kv['status']} attempts={kv.get('attempts', '-')} "
+                       f"last={_port_name(kv.get('upstream_addr'), names)} "
+                       f"cause={kv.get('cause', '-').strip(chr(34))}")
+                counts[key] = counts.get(key, 0) + 1
+    except OSError as e:
+        return f"unreadable: {e}"
+    top = sorted(counts.items(), key=lambda kv: -kv[1])
+    return f"{total} requests: " + ", ".join(f"{k}: {n}" for k, n in top[:8])
+
+
+def log_summary(path, top=5):
+    """A proxy's warnings and errors (ctxproxy's stderr, nginx's error log,
+    HAProxy's stderr), counted by message with times, ids, pids and client
+    details taken out; the `top` most frequent, as one line of text."""
+    counts = {}
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        m = re.search(r'level=(\w+) msg=("[^"]*"|\S+)', line)
+        if m:  # ctxproxy
+            if m.group(1) in ("info", "debug"):
+                continue
+            key = f"{m.group(1)} {m.group(2).strip(chr(34))}"
+        elif re.match(r"\S+ \S+ \[\w+\] \d+#\d+: ", line):  # nginx
+            if "[notice]" in line or "[info]" in line:
+                continue
+            key = re.sub(r"^\S+ \S+ (\[\w+\]) \d+#\d+: (\*\d+ )?", r"\1 ", line)
+            key = re.sub(r", client: .*", "", key)
+            key = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:P", key)
+        else:  # HAProxy
+            if not re.match(r"\[(WARNING|ALERT)\]", line):
+                continue
+            key = re.sub(r"\s*\(\d+\)\s*:", ":", line)
+            key = re.sub(r"check duration: \d+ms", "check duration: Nms", key)
+        counts[key[:160]] = counts.get(key[:160], 0) + 1
+    best = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return " | ".join(f"{n}x {k}" for k, n in best)
 
 
 def machine():
@@ -988,7 +1236,10 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", help="write the table as Markdown here")
     ap.add_argument("--json", help="write every figure as JSON here")
-    ap.add_argument("--only", default="throughput,browser,cancel,longpoll,stream")
+    ap.add_argument("--only", default=ALL_CASES)
+    ap.add_argument("--failover-log", action="store_true",
+                    help="failover case: ctxproxy writes its access log (slower), "
+                         "summarised in the notes")
     ap.add_argument("--proxies", default=",".join(PROXIES), help="subset to run (debugging)")
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
@@ -1039,6 +1290,8 @@ def main():
             b.case_longpoll()
         if "stream" in cases:
             b.case_stream()
+        if "failover" in cases:
+            b.case_failover()
     finally:
         stop_all()
         if os.environ.get("BENCH_KEEP_TMP") == "1":
