@@ -269,9 +269,12 @@ bool pool_end(struct pool *p, int i, enum retry_outcome o, int64_t now)
 	return true;
 }
 
+static void pool_grant(struct pool *p);
+
 void pool_exchange_begin(struct pool *p)
 {
 	p->exchanges++;
+	pool_grant(p);                   /* the budget grew with it */
 }
 
 void pool_retry_begin(struct pool *p)

@@ -628,6 +628,86 @@ static void test_retry_budget_twenty_percent(void **state)
 	pool_free(p);
 }
 
+/* Waiters for a retry slot: granted oldest first as retrying exchanges
+ * end, each slot taken for the waiter before it hears. */
+static struct pool_waiter *granted[4];
+static int ngranted;
+
+static void on_granted(struct pool_waiter *w)
+{
+	if (ngranted < 4)
+		granted[ngranted] = w;
+	ngranted++;
+}
+
+static void test_retry_waiters_fifo(void **state)
+{
+	struct fixture f;
+	struct pool *p;
+	struct pool_waiter w[3];
+	int k;
+
+	(void)state;
+	memset(w, 0, sizeof(w));
+	ngranted = 0;
+	route_init(&f, 1, ip123, CONFIG_BALANCE_ROUND_ROBIN, 5, 1000);
+	p = new_pool(&f.r, NULL);
+	for (k = 0; k < 6; k++)
+		pool_exchange_begin(p);
+	for (k = 0; k < 3; k++)
+		pool_retry_begin(p);
+	assert_false(pool_retry_allowed(p));
+	for (k = 0; k < 3; k++) {
+		w[k].granted = on_granted;
+		pool_retry_wait(p, &w[k]);
+	}
+	pool_retry_wait(p, &w[0]);               /* queued already: no-op */
+	pool_retry_unwait(p, &w[1]);             /* gave up: never granted */
+	assert_false(w[1].queued);
+	pool_exchange_end(p, true);              /* a slot frees: w[0] */
+	assert_int_equal(ngranted, 1);
+	assert_ptr_equal(granted[0], &w[0]);
+	assert_false(w[0].queued);
+	assert_true(w[2].queued);
+	assert_false(pool_retry_allowed(p));     /* w[0] holds the slot */
+	pool_exchange_end(p, false);             /* no slot freed */
+	assert_int_equal(ngranted, 1);
+	pool_exchange_end(p, true);              /* w[2] */
+	assert_int_equal(ngranted, 2);
+	assert_ptr_equal(granted[1], &w[2]);
+	assert_false(w[2].queued);
+	pool_free(p);
+}
+
+/* While one waits, a newcomer does not jump the queue; when the budget
+ * grows (more exchanges in flight) the waiter has the room first. */
+static void test_retry_waiter_blocks_newcomers(void **state)
+{
+	struct fixture f;
+	struct pool *p;
+	struct pool_waiter w = { .granted = on_granted };
+	int k;
+
+	(void)state;
+	ngranted = 0;
+	route_init(&f, 1, ip123, CONFIG_BALANCE_ROUND_ROBIN, 5, 1000);
+	p = new_pool(&f.r, NULL);
+	for (k = 0; k < 30; k++)
+		pool_exchange_begin(p);
+	for (k = 0; k < 6; k++)
+		pool_retry_begin(p);
+	pool_retry_wait(p, &w);
+	assert_false(pool_retry_allowed(p));
+	for (k = 0; k < 4; k++)
+		pool_exchange_begin(p);                /* 34: still 6 */
+	assert_int_equal(ngranted, 0);
+	pool_exchange_begin(p);                        /* 35: room for 7 */
+	assert_int_equal(ngranted, 1);
+	assert_ptr_equal(granted[0], &w);
+	assert_false(pool_retry_allowed(p));           /* w took it */
+	pool_free(p);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup(name, reset_mocks)
@@ -653,6 +733,8 @@ int main(void)
 		T(test_free_null),
 		T(test_retry_budget_floor),
 		T(test_retry_budget_twenty_percent),
+		T(test_retry_waiters_fifo),
+		T(test_retry_waiter_blocks_newcomers),
 	};
 #undef T
 
