@@ -236,12 +236,14 @@ class Backend:
 
     mode: the backend's -m MODE, how it answers every request but /healthz
     and /set-health ("reset", "fin", "hang", "status=503", "slowhead=500");
-    name: its -i NAME, sent back as the X-Backend response field."""
+    name: its -i NAME, sent back as the X-Backend response field;
+    port: its -p PORT (0: the kernel picks), e.g. a port a proxy's config
+    already names (free_port()) to bring a down server up."""
 
-    def __init__(self, mode=None, name=None):
+    def __init__(self, mode=None, name=None, port=0):
         if not os.access(BACKEND_BIN, os.X_OK):
             raise AssertionError("%s is not built (make build/tests/backend)" % BACKEND_BIN)
-        cmd = [BACKEND_BIN, "-p", "0"]
+        cmd = [BACKEND_BIN, "-p", str(port)]
         if mode is not None:
             cmd += ["-m", mode]
         if name is not None:
@@ -811,9 +813,9 @@ class ProxyTest(unittest.TestCase):
             self.fail("ctxproxy (pid %d) exited by itself during the test, status %s"
                       % (p.pid, p.proc.returncode))
 
-    def start_backend(self, mode=None, name=None):
-        """A fresh backend process (mode, name: see Backend)."""
-        b = Backend(mode, name)
+    def start_backend(self, mode=None, name=None, port=0):
+        """A fresh backend process (mode, name, port: see Backend)."""
+        b = Backend(mode, name, port)
         self.backends.append(b)
         return b
 
