@@ -29,7 +29,9 @@ struct exchange {
 	uint64_t tried;                  /* bit i: server i had an attempt */
 	int attempts;
 	int64_t t0;                      /* when the exchange was made */
-	bool begun, retrying, open, head_passed, failed, idempotent;
+	bool begun, retrying, head_passed, failed, idempotent;
+	bool open;                       /* its server has no verdict yet */
+	bool busy;                       /* it counts in flight on its server */
 
 	/* waiting for a retry slot: the reason, the wake-up, the deadline */
 	struct pool_waiter waiter;
@@ -126,14 +128,27 @@ void exchange_send_eof(struct exchange *x)
 
 /* ---- attempts ---- */
 
-/* The attempt's end as its server is judged and counted. */
+/* The attempt's server judged and counted: at its failure, or at the
+ * response head (x->busy: it stays in flight on the server until the
+ * response is over, attempt_done). */
 static void attempt_close(struct exchange *x, enum retry_outcome o)
 {
 	if (!x->open)
 		return;
 	x->open = false;
-	pool_end(x->xr.pool, x->server, o, ctx_now_ns());
+	if (x->busy)
+		pool_verdict(x->xr.pool, x->server, o, ctx_now_ns());
+	else
+		pool_end(x->xr.pool, x->server, o, ctx_now_ns());
 	metrics_attempt(x->xr.metrics, x_server(x)->slot, o);
+}
+
+static void attempt_done(struct exchange *x)
+{
+	if (!x->busy)
+		return;
+	x->busy = false;
+	pool_done(x->xr.pool, x->server);
 }
 
 static void attempt_drop(struct exchange *x)
@@ -307,6 +322,7 @@ static void x_on_head(void *arg)
 		x_retry(x, (enum retry_reason)why);
 		return;
 	}
+	x->busy = true;
 	attempt_close(x, status >= 500 ? RETRY_OUT_STATUS_5XX : RETRY_OUT_OK);
 	x->head_passed = true;
 	x->holdable = false;             /* never sent again from now on */
@@ -380,6 +396,7 @@ static void x_on_done(void *arg)
 	int why;
 
 	if (x->head_passed) {
+		attempt_done(x);             /* the response is in, or cut */
 		if (x->ops->on_done)
 			x->ops->on_done(x->arg);
 		return;
@@ -449,6 +466,7 @@ void exchange_free(struct exchange *x)
 	if (!x)
 		return;
 	attempt_close(x, RETRY_OUT_CANCELLED);
+	attempt_done(x);
 	attempt_drop(x);
 	ctx_unwatch(&x->wait_watch);
 	pool_retry_unwait(x->xr.pool, &x->waiter);

@@ -238,12 +238,23 @@ static void pool_restore(struct pool *p, int i)
  * its result: pool_end cannot tell attempts apart. */
 bool pool_end(struct pool *p, int i, enum retry_outcome o, int64_t now)
 {
+	pool_done(p, i);
+	return pool_verdict(p, i, o, now);
+}
+
+void pool_done(struct pool *p, int i)
+{
+	ASSERT(i >= 0 && (size_t)i < p->r->nservers);
+	if (p->s[i].inflight > 0)
+		p->s[i].inflight--;
+}
+
+bool pool_verdict(struct pool *p, int i, enum retry_outcome o, int64_t now)
+{
 	struct pool_server *s;
 
 	ASSERT(i >= 0 && (size_t)i < p->r->nservers);
 	s = &p->s[i];
-	if (s->inflight > 0)
-		s->inflight--;
 	switch (o) {
 	case RETRY_OUT_OK:
 	case RETRY_OUT_STATUS_5XX:

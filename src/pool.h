@@ -47,6 +47,13 @@ int pool_pick(struct pool *p, uint64_t tried, int64_t now);
  * this call ejected the server. */
 bool pool_end(struct pool *p, int i, enum retry_outcome o, int64_t now);
 
+/* The same in two steps, for an attempt that outlives its verdict: the
+ * server is judged when the response head arrives (pool_verdict, which
+ * returns what pool_end does), but stays busy, for least_request, until
+ * the response is over (pool_done). */
+bool pool_verdict(struct pool *p, int i, enum retry_outcome o, int64_t now);
+void pool_done(struct pool *p, int i);
+
 /* Exchanges in flight on this route (this worker), and those of them
  * retrying: an exchange begins, becomes a retry at most once, and ends
  * (which may grant a waiter its slot). */

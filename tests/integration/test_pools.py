@@ -221,21 +221,9 @@ class Balancing(PoolTest):
         self.assertAccess(self.access(proxy, held_req["path"]), status=499,
                           cause="client_disconnect", upstream_addr=addr(a))
 
-    # BUG: least_request forgets a request once its response head is in.
-    # Config: workers = 1, route "pool" on "/", upstream = ( A, B ) (two
-    # normal backends), balance = "least_request".  Request: GET
-    # /stream?chunks=100&size=10&interval_ms=100 (a 10 s chunked body),
-    # its head read and the body left streaming; then 20 GET /fast in a
-    # row on another connection.  Got: the 20 split about evenly between
-    # A and B (X-Backend e.g. A B B B B B B A B A A A B A A A B A B B;
-    # every access line status=200 attempts=1), although the server
-    # streaming the body still had a request in flight and the other
-    # none.  The backend streaming showed ev=response and kept sending
-    # chunks.  Cause: exchange.c x_on_head calls attempt_close, whose
-    # pool_end decrements the server's in-flight count at the head, not at
-    # the end of the response; so "fewer in flight" (SPEC section 8) only
-    # counts requests waiting for a head.
-    @unittest.expectedFailure
+    # A request counts in flight on its server until its response is
+    # over, not only until its head (a streaming download keeps the
+    # server busy): least_request sends the rest to the other server.
     def test_least_request_counts_streaming_responses(self):
         a = self.start_backend(name="A")
         b = self.start_backend(name="B")
@@ -671,9 +659,10 @@ class Budget(PoolTest):
 
 
 class RetryBudget(PoolTest):
-    """At most max(3, 20 % of the route's requests in flight) retries in flight per worker."""
+    """At most max(3, 20 % of the route's requests in flight) retries in flight per
+    worker; a retry over the budget waits for a slot (within its deadline)."""
 
-    def test_fourth_concurrent_retry_refused(self):
+    def test_fourth_concurrent_retry_waits_for_a_slot(self):
         bad = self.start_backend(mode="reset", name="R")
         hang = self.start_backend(mode="hang", name="H")
         proxy = self.pool_proxy([bad, hang], eject_after=0)
@@ -686,34 +675,26 @@ class RetryBudget(PoolTest):
         bad.wait_count(3, ev="request")
         self.assertEqual(len(bad.requests()), 3, "each held request tried R first")
         mark_h = hang.mark()
-        # Three retries in flight out of three requests: a fourth is refused.
-        resp, _ = self.get(proxy, "/fast?fourth")
-        self.assertEqual(resp.status, 502)
-        self.assertAccess(self.access(proxy, "/fast?fourth"), status=502, attempts=1,
-                          upstream_addr=addr(bad))
+        # Three retries in flight out of four requests: the fourth's retry waits.
+        fourth = self.client(proxy)
+        fourth.send_request("GET", "/fast?fourth")
         bad.wait_request("/fast?fourth")
         self.assertEqual(len(bad.requests()), 4)
-        self.assertNothingReached(hang, mark_h, "the fourth request's refused retry")
-        for c in held:
+        self.assertNothingReached(hang, mark_h, "the fourth request's retry, over the budget")
+        self.assertEqual(proxy.accesses(path="/fast?fourth"), [], "the fourth is still waiting")
+        # One held request ends: its slot goes to the fourth, whose retry now runs.
+        held[0].close()
+        hang.wait_request("/fast?fourth")
+        fourth.close()
+        for c in held[1:]:
             c.close()
         self.clients = []
+        self.assertAccess(self.access(proxy, "/fast?fourth"), status=499, attempts=2,
+                          upstream_addr=addr(hang))
         lines = proxy.log.wait_count(3, lambda e: e.get("type") == "access" and
                                      e.get("path", "").startswith("/fast?held="),
                                      what="access lines of the held requests")
         self.assertEqual({(e["status"], e["attempts"]) for e in lines}, {("499", "2")})
-        # round_robin stands at H: one request there, then R's turn again,
-        # now with the retries back.
-        c = self.client(proxy)
-        c.send_request("GET", "/fast?to_h")
-        hang.wait_request("/fast?to_h")
-        c = self.client(proxy)
-        c.send_request("GET", "/fast?again")
-        hang.wait_request("/fast?again")
-        bad.wait_request("/fast?again")
-        self.assertEqual(len(bad.requests()), 5)
-        c.close()
-        self.assertAccess(self.access(proxy, "/fast?again"), status=499, attempts=2,
-                          upstream_addr=addr(hang))
 
 
 CONFIG_HEAD = 'listen = "127.0.0.1:0";\nworkers = 1;\nroutes = (\n'
