@@ -43,6 +43,7 @@ struct exchange {
 	char *hold;
 	size_t hold_len, hold_sent;
 	bool holdable, client_eof, eof_sent;
+	bool hold_own;                   /* malloc'd to the body's size */
 	char target[];                   /* sent byte for byte, each attempt */
 };
 
@@ -68,9 +69,31 @@ static const struct config_server *x_server(const struct exchange *x)
 
 /* ---- the held body ---- */
 
+static size_t hold_cap(const struct exchange *x)
+{
+	if (x->xr.body_len > 0 && x->xr.body_len < EXCHANGE_HOLD_MAX)
+		return (size_t)x->xr.body_len;
+	return EXCHANGE_HOLD_MAX;
+}
+
+/* A body of known length takes its own size (a held 1 KiB upload costs
+ * 1 KiB, not a block); a chunked one, a pooled block. */
+static char *hold_get(struct exchange *x)
+{
+	if (hold_cap(x) < EXCHANGE_HOLD_MAX) {
+		x->hold_own = true;
+		return malloc((size_t)x->xr.body_len);
+	}
+	return upstream_buf_get(x->up);
+}
+
 static void hold_drop(struct exchange *x)
 {
-	upstream_buf_put(x->up, x->hold);
+	if (x->hold_own)
+		free(x->hold);
+	else
+		upstream_buf_put(x->up, x->hold);
+	x->hold_own = false;
 	x->hold = NULL;
 	x->hold_len = x->hold_sent = 0;
 }
@@ -102,9 +125,9 @@ ssize_t exchange_send(struct exchange *x, const char *data, size_t len)
 {
 	if (x->failed || !x->fetch)
 		return -ECANCELED;
-	if (x->holdable && x->hold_len + len <= EXCHANGE_HOLD_MAX) {
+	if (x->holdable && x->hold_len + len <= hold_cap(x)) {
 		if (!x->hold)
-			x->hold = upstream_buf_get(x->up);
+			x->hold = hold_get(x);
 		if (x->hold) {
 			memcpy(x->hold + x->hold_len, data, len);
 			x->hold_len += len;
