@@ -13,7 +13,7 @@ import re
 import time
 import unittest
 
-from harness import (Blackhole, Client, ProxyTest, WAIT_TIMEOUT, expected_bytes, free_port,
+from harness import (VALGRIND, Blackhole, Client, ProxyTest, WAIT_TIMEOUT, expected_bytes, free_port,
                      now_us, route, run_proxy_cli, write_temp)
 
 ADMIN = "127.0.0.1:0"
@@ -291,18 +291,21 @@ class Retries(PoolTest):
         good = self.start_backend(name="G")
         proxy = self.pool_proxy([hang, good], per_try_timeout_ms=300,
                                 retry_on=DEFAULT_RETRY_ON + ["timeout"], top={"admin": ADMIN})
+        t0 = now_us()
         resp, took = self.get(proxy, "/fast")
         self.assertEqual((resp.status, resp.header("x-backend")), (200, "G"))
         self.assertWithin(took, 0.25, 3.0, "seconds until the answer")
         req = hang.wait_request("/fast")
         end = hang.wait_conn_end(req["conn"])
         self.assertEqual((end["ev"], end.get("phase")), ("cancelled", "before_response"))
-        self.assertWithin(int(end["after_ms"]), 200, 3000, "hanging backend's after_ms")
+        # The attempt began before the request reached the backend (its
+        # connect and send count): the cancel is timed from the client's send.
+        self.assertWithin(end["t"] - t0, 250_000, 3_000_000, "us from send to the cancel")
         self.assertAccess(proxy.access("/fast"), status=200, attempts=2,
                           upstream_addr=addr(good), cause="completed")
         greq, _ = self.assertServed(good, "/fast")
         # The retry started when the per-try timer cancelled the first one.
-        self.assertGreaterEqual(greq["t"], req["t"] + 200_000, "retry before the per-try timeout")
+        self.assertGreaterEqual(greq["t"], t0 + 250_000, "retry before the per-try timeout")
         self.assertPoolMetrics(proxy, {(addr(hang), "timeout"): 1, (addr(good), "ok"): 1},
                                {"timeout": 1})
 
@@ -311,13 +314,14 @@ class Retries(PoolTest):
         good = self.start_backend(name="G")
         proxy = self.pool_proxy([hang, good], per_try_timeout_ms=300)
         mark = good.mark()
+        t0 = now_us()
         resp, took = self.get(proxy, "/fast")
         self.assertEqual(resp.status, 504)
         self.assertWithin(took, 0.25, 3.0, "seconds until the 504")
         req = hang.wait_request("/fast")
         end = hang.wait_conn_end(req["conn"])
         self.assertEqual(end["ev"], "cancelled")
-        self.assertWithin(int(end["after_ms"]), 200, 3000, "hanging backend's after_ms")
+        self.assertWithin(end["t"] - t0, 250_000, 3_000_000, "us from send to the cancel")
         self.assertAccess(proxy.access("/fast"), status=504, attempts=1,
                           upstream_addr=addr(hang), cause="deadline_exceeded")
         self.assertNothingReached(good, mark, "after a timeout not in retry_on")
@@ -792,7 +796,7 @@ class Resources(PoolTest):
         self.assertGreaterEqual(fds_held, fds0 + 2 * n - 1, "fds while %d POSTs were held" % n)
         # AddressSanitizer (make check SANITIZE=...) pads and quarantines
         # every allocation: its own overhead, not the daemon's.
-        per_held = 64 * (4 if os.environ.get("SANITIZE") else 1)
+        per_held = 64 * (4 if os.environ.get("SANITIZE") or VALGRIND else 1)
         self.assertLessEqual(rss_held - rss0, per_held * n, "RSS KiB while %d POSTs were held: "
                              "%d, before: %d" % (n, rss_held, rss0))
         fds = self._settle(proxy.fd_count, fds0, 10.0)
@@ -803,7 +807,7 @@ class Resources(PoolTest):
         fds = self._settle(proxy.fd_count, fds0, 10.0)
         self.assertLessEqual(fds, fds0, "proxy fds after the second round")
         rss2 = proxy.rss_kib()
-        self.assertLessEqual(rss2 - rss0, 32 * KIB * (4 if os.environ.get("SANITIZE") else 1),
+        self.assertLessEqual(rss2 - rss0, 32 * KIB * (4 if os.environ.get("SANITIZE") or VALGRIND else 1),
                              "proxy RSS KiB: %d before, %d held, %d "
                              "after one round of %d, %d after two"
                              % (rss0, rss_held, rss1, n, rss2))
