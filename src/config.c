@@ -270,6 +270,7 @@ static void parse_route(struct config_loader *ld, const config_setting_t *g,
 	}
 	seen = config_apply_group(ld, g, route_keys, CONFIG_NKEYS(route_keys), r,
 				  " in route");
+	config_upstream_finish(ld, g, r);
 	for (k = 0; k < CONFIG_NKEYS(route_keys); k++) {
 		if (!route_keys[k].required || (seen & (UINT64_C(1) << k)))
 			continue;
@@ -430,6 +431,7 @@ static struct config *load_text(struct config_loader *ld, const char *text,
 	/* libconfig would exit() on an @include of a directory. */
 	if (config_text_check(text, include_dir, text_problem, ld))
 		return NULL;
+	ld->dir = include_dir;
 	config_init(&lc);
 	if (include_dir)
 		config_set_include_dir(&lc, include_dir);

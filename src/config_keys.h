@@ -16,6 +16,9 @@ struct config;
 /* One load in progress; lives on config_load's stack. */
 struct config_loader {
 	const char *name;       /* FILE in messages when libconfig has none */
+	const char *dir;        /* the config file's directory, which relative
+				   file names are resolved against; NULL (a
+				   config from a string): left as they are */
 	FILE *err;              /* NULL: count problems, print nothing */
 	int nerr;
 	struct config *cfg;

@@ -35,8 +35,14 @@ enum config_balance { CONFIG_BALANCE_ROUND_ROBIN, CONFIG_BALANCE_LEAST_REQUEST }
 /* One server of a route's upstream list. */
 struct config_server {
 	char *url;              /* as written */
-	char *origin;           /* "http://host:port", no trailing slash */
-	char *host;             /* "host[:port]" for the Host field (no :80) */
+	char *origin;           /* "http[s]://host:port", no trailing slash */
+	char *host;             /* "host[:port]" for the Host field (no :80
+				   for http, no :443 for https) */
+	bool tls;               /* https:// */
+	char *pool_key;         /* names its idle connections: the origin,
+				   and for https the route's TLS settings too,
+				   so connections made with other ones are
+				   never shared */
 	int slot;               /* set by metrics_assign_slots(): (route name,
 				   origin) for the life of the process; 0 = none */
 };
@@ -48,6 +54,17 @@ struct config_health {
 	int64_t interval_ms;    /* default 2000 */
 	int64_t timeout_ms;     /* default 1000 */
 	int rise, fall;         /* default 2, 3 */
+};
+
+/* TLS to a route's https:// servers (SPEC §9 route keys).  Relative
+ * file names are resolved against the config file's directory at load. */
+struct config_upstream_tls {
+	bool verify;            /* tls_verify, default true */
+	char *ca;               /* tls_ca: PEM file; NULL = the system store */
+	char *client_cert;      /* tls_client_cert: PEM; NULL = none */
+	char *client_key;       /* tls_client_key: set with client_cert */
+	char *server_name;      /* tls_server_name: SNI and the verified
+				   name; NULL = the URL's host */
 };
 
 struct config_route {
@@ -69,6 +86,7 @@ struct config_route {
 	int eject_after;               /* 0 = off, default 5 */
 	int64_t eject_ms;              /* 1 .. CONFIG_EJECT_MAX_MS, default 10000 */
 	struct config_health health;
+	struct config_upstream_tls tls;
 	int line;               /* where the route starts in the file */
 	int metrics_slot;       /* set by metrics_assign_slots(); 0 = none */
 };

@@ -126,15 +126,16 @@ bool config_is_plain_target(const char *s)
 
 /* ---- upstream URLs ---- */
 
-static char *make_origin(const char *host, size_t hlen, int port)
+static char *make_origin(const char *scheme, const char *host, size_t hlen,
+			 int port)
 {
-	size_t cap = hlen + sizeof("http://:65535");
+	size_t cap = strlen(scheme) + hlen + sizeof(":65535");
 	char *o = malloc(cap);
 	size_t i;
 
 	if (!o)
 		return NULL;
-	snprintf(o, cap, "http://%.*s:%d", (int)hlen, host, port);
+	snprintf(o, cap, "%s%.*s:%d", scheme, (int)hlen, host, port);
 	/* host names are case-insensitive: one spelling per upstream */
 	for (i = 0; o[i]; i++)
 		if (o[i] >= 'A' && o[i] <= 'Z')
@@ -144,7 +145,7 @@ static char *make_origin(const char *host, size_t hlen, int port)
 
 /* Splits "host[:port]" (auth, alen bytes); NULL or the reason. */
 static const char *split_authority(const char *auth, size_t alen,
-				   size_t *hlen, int *port)
+				   size_t *hlen, int *port, int default_port)
 {
 	const char *end = auth + alen, *hend;
 
@@ -163,7 +164,7 @@ static const char *split_authority(const char *auth, size_t alen,
 			return "host contains invalid characters";
 	}
 	*hlen = (size_t)(hend - auth);
-	*port = 80;
+	*port = default_port;
 	if (hend == end)
 		return NULL;
 	if (*hend != ':' || !parse_port(hend + 1, (size_t)(end - hend - 1), 1, port))
@@ -174,22 +175,23 @@ static const char *split_authority(const char *auth, size_t alen,
 const char *config_split_upstream(const char *url, char **origin,
 				  char **base, char **host_field)
 {
-	const char *auth = url + 7, *path;
+	bool tls = strncasecmp(url, "https://", 8) == 0;
+	const char *scheme = tls ? "https://" : "http://";
+	const char *auth = url + strlen(scheme), *path;
+	int port, default_port = tls ? 443 : 80;
 	size_t alen, hlen, plen;
-	int port;
 	const char *why;
 
-	if (strncasecmp(url, "https://", 8) == 0)
-		return "upstream TLS (https://) is not supported; use http://";
-	if (strncasecmp(url, "http://", 7) != 0)
-		return strstr(url, "://") ? "only http:// upstreams are supported"
-					  : "must start with http://";
+	if (!tls && strncasecmp(url, "http://", 7) != 0)
+		return strstr(url, "://") ?
+			"only http:// and https:// upstreams are supported" :
+			"must start with http:// or https://";
 	if (strpbrk(auth, "?#"))
 		return "must not contain a query or fragment";
 	alen = strcspn(auth, "/");
 	if (memchr(auth, '@', alen))
 		return "must not contain user information (user@)";
-	why = split_authority(auth, alen, &hlen, &port);
+	why = split_authority(auth, alen, &hlen, &port, default_port);
 	if (why)
 		return why;
 	path = auth + alen;
@@ -198,13 +200,15 @@ const char *config_split_upstream(const char *url, char **origin,
 	plen = strlen(path);
 	while (plen && path[plen - 1] == '/')
 		plen--;
-	*origin = make_origin(auth, hlen, port);
+	*origin = make_origin(scheme, auth, hlen, port);
 	*base = strndup(path, plen);
 	if (!*origin || !*base)
 		return "out of memory";
-	/* As a client writes Host: the port only when it is not 80. */
-	*host_field = port == 80 ? strndup(*origin + 7, hlen) :
-		strdup(*origin + 7);
+	/* As a client writes Host: the port only when it is not the
+	 * scheme's default. */
+	*host_field = port == default_port ?
+		strndup(*origin + strlen(scheme), hlen) :
+		strdup(*origin + strlen(scheme));
 	if (!*host_field)
 		return "out of memory";
 	return NULL;

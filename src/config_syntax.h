@@ -36,10 +36,10 @@ bool config_is_plain_target(const char *s);
 bool config_addr_same(const struct config_addr *a,
 		      const struct config_addr *b);
 
-/* An upstream URL "http://host[:port][/base]", split: *origin
- * "http://host:port" (host in lower case), *base "" or "/base" (no
- * trailing slash), *host_field the Host field for it ("host[:port]",
- * without ":80").  Each is allocated (the caller frees them, also on
+/* An upstream URL "http[s]://host[:port][/base]", split: *origin
+ * "http[s]://host:port" (host in lower case, the port explicit: 80 or 443
+ * by default), *base "" or "/base" (no trailing slash), *host_field the
+ * Host field for it ("host[:port]", without the scheme's default port).  Each is allocated (the caller frees them, also on
  * failure).  NULL, or a static string saying what is wrong. */
 const char *config_split_upstream(const char *url, char **origin,
 				  char **base, char **host_field);

@@ -1,6 +1,11 @@
 /* config_upstream.c - a route's upstream servers and how they are picked, retried, ejected and health-checked (SPEC §8 keys). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config_syntax.h"
 #include "config_upstream.h"
@@ -29,6 +34,7 @@ static void server_one(struct config_loader *ld, const config_setting_t *s,
 	if (!srv->url)
 		return;
 	why = config_split_upstream(srv->url, &srv->origin, &base, &srv->host);
+	srv->tls = srv->origin && strncmp(srv->origin, "https://", 8) == 0;
 	if (why) {
 		config_complain(ld, s, "invalid upstream '%s': %s", srv->url, why);
 		/* no origin: the duplicate check skips this one */
@@ -236,6 +242,115 @@ void config_parse_health(struct config_loader *ld, const config_setting_t *s,
 		config_complain(ld, s, "'health' is missing required key 'path'");
 }
 
+/* ---- TLS to https:// servers ---- */
+
+/* *path made absolute against the config file's directory (as @include
+ * paths are), then opened: a typo shows at load, not at the first
+ * request.  Complains and returns false when it cannot be read. */
+static bool tls_file(struct config_loader *ld, const config_setting_t *s,
+		     char **path, const char *key)
+{
+	struct stat st;
+	size_t n;
+	char *abs;
+	int fd, err;
+
+	if (!**path) {
+		config_complain(ld, s, "'%s' must not be empty", key);
+		return false;
+	}
+	if (**path != '/' && ld->dir) {
+		n = strlen(ld->dir) + strlen(*path) + 2;
+		abs = malloc(n);
+		if (!abs) {
+			config_complain(ld, s, "out of memory");
+			return false;
+		}
+		snprintf(abs, n, "%s/%s", ld->dir, *path);
+		free(*path);
+		*path = abs;
+	}
+	fd = open(*path, O_RDONLY | O_CLOEXEC);
+	err = fd < 0 ? errno : fstat(fd, &st) < 0 ? errno :
+		S_ISREG(st.st_mode) ? 0 : EISDIR;
+	if (fd >= 0)
+		close(fd);
+	if (err)
+		config_complain(ld, s, "'%s': cannot read '%s': %s", key, *path,
+				strerror(err));
+	return err == 0;
+}
+
+void config_check_tls_ca(struct config_loader *ld, const config_setting_t *s,
+			 void *obj)
+{
+	tls_file(ld, s, &((struct config_route *)obj)->tls.ca, "tls_ca");
+}
+
+void config_check_tls_cert(struct config_loader *ld, const config_setting_t *s,
+			   void *obj)
+{
+	tls_file(ld, s, &((struct config_route *)obj)->tls.client_cert,
+		 "tls_client_cert");
+}
+
+void config_check_tls_key(struct config_loader *ld, const config_setting_t *s,
+			  void *obj)
+{
+	tls_file(ld, s, &((struct config_route *)obj)->tls.client_key,
+		 "tls_client_key");
+}
+
+void config_check_tls_name(struct config_loader *ld, const config_setting_t *s,
+			   void *obj)
+{
+	const char *v = ((struct config_route *)obj)->tls.server_name;
+
+	if (!*v || !config_is_hostname(v, strlen(v)))
+		config_complain(ld, s, "'tls_server_name' must be a host name, "
+				"not '%s'", v);
+}
+
+/* The https pool key: the origin and every setting the handshake uses,
+ * one a line. */
+static char *tls_pool_key(const struct config_server *sv,
+			  const struct config_upstream_tls *t)
+{
+	const char *ca = t->ca ? t->ca : "", *cert = t->client_cert ?
+		t->client_cert : "", *key = t->client_key ? t->client_key : "",
+		*name = t->server_name ? t->server_name : "";
+	size_t n = strlen(sv->origin) + strlen(ca) + strlen(cert) +
+		strlen(key) + strlen(name) + 16;
+	char *k = malloc(n);
+
+	if (k)
+		snprintf(k, n, "%s\n%d\n%s\n%s\n%s\n%s", sv->origin,
+			 t->verify ? 1 : 0, ca, cert, key, name);
+	return k;
+}
+
+void config_upstream_finish(struct config_loader *ld,
+			    const config_setting_t *g, struct config_route *r)
+{
+	const struct config_upstream_tls *t = &r->tls;
+	struct config_server *sv;
+	size_t i;
+
+	if (!t->client_cert != !t->client_key)
+		config_complain(ld, config_setting_get_member(g, t->client_cert ?
+			"tls_client_cert" : "tls_client_key"),
+			"'tls_client_cert' and 'tls_client_key' go together: "
+			"set both or neither");
+	for (i = 0; i < r->nservers; i++) {
+		sv = &r->servers[i];
+		if (!sv->origin)
+			continue;
+		sv->pool_key = sv->tls ? tls_pool_key(sv, t) : strdup(sv->origin);
+		if (!sv->pool_key)
+			config_complain(ld, g, "out of memory");
+	}
+}
+
 /* ---- defaults and freeing ---- */
 
 void config_upstream_defaults(struct config_route *r)
@@ -251,6 +366,7 @@ void config_upstream_defaults(struct config_route *r)
 	r->health.timeout_ms = 1000;
 	r->health.rise = 2;
 	r->health.fall = 3;
+	r->tls.verify = true;
 }
 
 void config_upstream_free(struct config_route *r)
@@ -261,8 +377,13 @@ void config_upstream_free(struct config_route *r)
 		free(r->servers[i].url);
 		free(r->servers[i].origin);
 		free(r->servers[i].host);
+		free(r->servers[i].pool_key);
 	}
 	free(r->servers);
 	free(r->upstream_base);
 	free(r->health.path);
+	free(r->tls.ca);
+	free(r->tls.client_cert);
+	free(r->tls.client_key);
+	free(r->tls.server_name);
 }

@@ -18,6 +18,18 @@ void config_parse_retry_on(struct config_loader *ld, const config_setting_t *s,
 void config_parse_health(struct config_loader *ld, const config_setting_t *s,
 			 void *obj);
 
+/* CONFIG_KEY_STRING checks of the TLS keys: a file is resolved against
+ * the config file's directory and must be readable; a server name must
+ * be a host name. */
+void config_check_tls_ca(struct config_loader *ld, const config_setting_t *s,
+			 void *obj);
+void config_check_tls_cert(struct config_loader *ld, const config_setting_t *s,
+			   void *obj);
+void config_check_tls_key(struct config_loader *ld, const config_setting_t *s,
+			  void *obj);
+void config_check_tls_name(struct config_loader *ld, const config_setting_t *s,
+			   void *obj);
+
 /* A struct config_key entry for a field of struct config_route. */
 #define CONFIG_ROUTE_KEY(n, kind, field, min, max, fn, req) \
 	{ n, kind, offsetof(struct config_route, field), min, max, fn, req }
@@ -41,14 +53,30 @@ void config_parse_health(struct config_loader *ld, const config_setting_t *s,
 	CONFIG_ROUTE_KEY("eject_ms", CONFIG_KEY_INT64, eject_ms, 1,          \
 			  CONFIG_EJECT_MAX_MS, NULL, false),                  \
 	CONFIG_ROUTE_KEY("health", CONFIG_KEY_CUSTOM, health, 0, 0,          \
-			  config_parse_health, false)
+			  config_parse_health, false),                        \
+	CONFIG_ROUTE_KEY("tls_verify", CONFIG_KEY_BOOL, tls.verify, 0, 0,    \
+			  NULL, false),                                       \
+	CONFIG_ROUTE_KEY("tls_ca", CONFIG_KEY_STRING, tls.ca, 0, 0,          \
+			  config_check_tls_ca, false),                        \
+	CONFIG_ROUTE_KEY("tls_client_cert", CONFIG_KEY_STRING,               \
+			  tls.client_cert, 0, 0, config_check_tls_cert, false), \
+	CONFIG_ROUTE_KEY("tls_client_key", CONFIG_KEY_STRING,                \
+			  tls.client_key, 0, 0, config_check_tls_key, false), \
+	CONFIG_ROUTE_KEY("tls_server_name", CONFIG_KEY_STRING,               \
+			  tls.server_name, 0, 0, config_check_tls_name, false)
 
 /* Sets what this module's keys default to, before the route's own keys
  * are applied. */
 void config_upstream_defaults(struct config_route *r);
 
+/* After the route's keys: checks what involves several of them (a client
+ * certificate needs its key) and sets each server's pool_key.  g is the
+ * route's group, for the messages. */
+void config_upstream_finish(struct config_loader *ld,
+			    const config_setting_t *g, struct config_route *r);
+
 /* Frees what this module's keys allocated in r (servers, upstream_base,
- * health.path); r is left for its owner to free. */
+ * health.path, tls); r is left for its owner to free. */
 void config_upstream_free(struct config_route *r);
 
 #endif

@@ -433,7 +433,7 @@ static void test_bad_upstreams(void **state)
 	(void)state;
 	expect_errors(LISTEN
 		"routes = (\n"
-		UP(3, "https://h:443")
+		UP(3, "https://")
 		UP(4, "http://")
 		UP(5, "http://h:0")
 		UP(6, "http://h:65536")
@@ -449,14 +449,14 @@ static void test_bad_upstreams(void **state)
 		UP(16, "http://h h")
 		"{ name = \"ok\"; prefix = \"/\"; upstream = \"http://h\"; }\n"
 		");\n",
-		"t.conf:3: invalid upstream 'https://h:443': upstream TLS (https://) is not supported",
+		"t.conf:3: invalid upstream 'https://': missing host",
 		"t.conf:4: invalid upstream 'http://': missing host",
 		"t.conf:5: invalid upstream 'http://h:0': port must be a number from 1 to 65535",
 		"t.conf:6: invalid upstream 'http://h:65536': port must be",
 		"t.conf:7: invalid upstream 'http://h:8x': port must be",
 		"t.conf:8: invalid upstream 'http://h/p?q=1': must not contain a query or fragment",
-		"t.conf:9: invalid upstream '127.0.0.1:9000': must start with http://",
-		"t.conf:10: invalid upstream 'ftp://h': only http:// upstreams are supported",
+		"t.conf:9: invalid upstream '127.0.0.1:9000': must start with http:// or https://",
+		"t.conf:10: invalid upstream 'ftp://h': only http:// and https:// upstreams are supported",
 		"t.conf:11: invalid upstream 'http://user@h': must not contain user information",
 		"t.conf:12: invalid upstream 'http://[::1': host is not a valid IPv6 address",
 		"t.conf:13: invalid upstream 'http://h:': port must be",
@@ -569,7 +569,7 @@ static void test_upstream_list_errors(void **state)
 		R(6, "upstream = ( \"http://a:80\", \"http://b\", \"http://A\" );")
 		R(7, "upstream = ( \"http://a\", 5 );")
 		R(8, "upstream = 5;")
-		R(9, "upstream = ( \"http://a\", \"https://b\" );")
+		R(9, "upstream = ( \"http://a\", \"https://b/x\" );")
 		R(10, "upstream = ( \"http://a:1\",\n  \"http://a:1\" );")
 		"{ name = \"ok\"; prefix = \"/\"; upstream = [ ]; }\n"
 		");\n",
@@ -579,7 +579,7 @@ static void test_upstream_list_errors(void **state)
 		"t.conf:6: 'upstream' names the same server twice: 'http://a:80' and 'http://A'",
 		"t.conf:7: 'upstream' servers must be strings",
 		"t.conf:8: 'upstream' must be a string or a list of strings",
-		"t.conf:9: invalid upstream 'https://b': upstream TLS (https://) is not supported",
+		"t.conf:9: every server of 'upstream' must have the same base path: '/' and '/x'",
 		"t.conf:11: 'upstream' names the same server twice: 'http://a:1' and 'http://a:1'",
 		"t.conf:12: 'upstream' must name at least one server",
 		NULL);
@@ -803,12 +803,12 @@ static void test_many_errors_together(void **state)
 		"listen = \"nowhere\";\n"
 		"workers = -1;\n"
 		"colour = \"blue\";\n"
-		"routes = ( { name = \"a\"; prefix = \"x\"; upstream = \"https://h\"; } );\n",
+		"routes = ( { name = \"a\"; prefix = \"x\"; upstream = \"ftp://h\"; } );\n",
 		"t.conf:1: invalid listen address 'nowhere'",
 		"t.conf:2: 'workers' must be between 1 and 256",
 		"t.conf:3: unknown key 'colour'",
 		"t.conf:4: 'prefix' must start with",
-		"t.conf:4: invalid upstream 'https://h'",
+		"t.conf:4: invalid upstream 'ftp://h'",
 		NULL);
 }
 
@@ -823,6 +823,69 @@ static char *write_temp(char *tmpl, const char *text)
 	fputs(text, f);
 	fclose(f);
 	return tmpl;
+}
+
+/* https servers: port 443 by default (not in the Host field), mixed with
+ * http ones, the TLS keys, and pool keys that tell TLS settings apart. */
+static void test_https_upstreams(void **state)
+{
+	char ca[] = "/tmp/ctxproxy-test-XXXXXX.cert";
+	char text[1024];
+	struct config *cfg;
+	const struct config_route *r;
+
+	(void)state;
+	write_temp(ca, "not parsed at load\n");
+	snprintf(text, sizeof(text), LISTEN
+		 "routes = (\n"
+		 "{ name = \"a\"; prefix = \"/a/\";\n"
+		 "  upstream = ( \"https://H/b\", \"http://h/b\", \"https://h:8443/b\" ); },\n"
+		 "{ name = \"b\"; prefix = \"/b/\"; upstream = \"https://h/b\";\n"
+		 "  tls_verify = false; tls_ca = \"%s\";\n"
+		 "  tls_server_name = \"api.internal\"; }\n"
+		 ");\n", ca);
+	cfg = load_ok(text);
+	r = &cfg->routes[0];
+	assert_string_equal(r->servers[0].origin, "https://h:443");
+	assert_string_equal(r->servers[0].host, "h");
+	assert_true(r->servers[0].tls);
+	assert_string_equal(r->servers[1].origin, "http://h:80");
+	assert_false(r->servers[1].tls);
+	assert_string_equal(r->servers[1].pool_key, "http://h:80");
+	assert_string_equal(r->servers[2].host, "h:8443");
+	assert_string_equal(r->upstream_base, "/b");
+	assert_true(r->tls.verify);
+	assert_null(r->tls.ca);
+	assert_null(r->tls.server_name);
+	assert_non_null(strstr(r->servers[0].pool_key, "https://h:443\n"));
+	r = &cfg->routes[1];
+	assert_false(r->tls.verify);
+	assert_string_equal(r->tls.ca, ca);
+	assert_string_equal(r->tls.server_name, "api.internal");
+	/* the same origin, other settings: another pool */
+	assert_string_not_equal(r->servers[0].pool_key,
+				cfg->routes[0].servers[0].pool_key);
+	config_free(cfg);
+	unlink(ca);
+}
+
+static void test_tls_key_errors(void **state)
+{
+	(void)state;
+	expect_errors(LISTEN
+		"routes = (\n"
+		R(3, "upstream = \"https://h\"; tls_ca = \"/nonexistent/ca.pem\";")
+		R(4, "upstream = \"https://h\"; tls_client_key = \"/tmp\";")
+		R(5, "upstream = \"https://h\"; tls_server_name = \"a b\";")
+		R(6, "upstream = \"https://h\"; tls_verify = 1;")
+		"{ name = \"ok\"; prefix = \"/\"; upstream = \"http://h\"; }\n"
+		");\n",
+		"t.conf:3: 'tls_ca': cannot read '/nonexistent/ca.pem': No such file",
+		"t.conf:4: 'tls_client_key': cannot read '/tmp': Is a directory",
+		"t.conf:4: 'tls_client_cert' and 'tls_client_key' go together",
+		"t.conf:5: 'tls_server_name' must be a host name, not 'a b'",
+		"t.conf:6: 'tls_verify'",
+		NULL);
 }
 
 static void test_load_file(void **state)
@@ -975,6 +1038,8 @@ int main(void)
 		cmocka_unit_test(test_bad_upstreams),
 		cmocka_unit_test(test_good_upstreams),
 		cmocka_unit_test(test_upstream_list),
+		cmocka_unit_test(test_https_upstreams),
+		cmocka_unit_test(test_tls_key_errors),
 		cmocka_unit_test(test_upstream_limit),
 		cmocka_unit_test(test_upstream_list_errors),
 		cmocka_unit_test(test_every_upstream_key),
