@@ -217,6 +217,8 @@ static int attempt_start(struct exchange *x)
 	if (ctx_watch(x->attempt, &x->attempt_watch, x_on_attempt_cancel, x) < 0)
 		return -ECANCELED;
 	x->rq.origin = x_server(x)->origin;
+	x->rq.pool_key = x_server(x)->pool_key;
+	x->rq.tls = x_server(x)->tls ? &r->tls : NULL;
 	x->rq.target = x->target;
 	x->fetch = fetch_new(x->up, x->attempt, &x->rq, &x_fetch_ops, x);
 	if (!x->fetch)
@@ -528,5 +530,5 @@ const char *exchange_upstream_addr(const struct exchange *x)
 
 	if (*peer || !x->attempts)
 		return peer;
-	return x_server(x)->origin + strlen("http://");
+	return strstr(x_server(x)->origin, "://") + 3;
 }

@@ -56,6 +56,7 @@ struct fetch {
 	size_t head_len, head_cap, fields_len, head_sent;
 	struct fetch_buf upbuf;
 	bool chunked_up, up_eof, eof_framed, upload_blocked, req_sent;
+	bool upbuf_pinned;               /* TLS send blocked: its bytes stay put */
 
 	struct fetch_resp resp;          /* fetch_response.c's */
 
@@ -339,8 +340,8 @@ static void fetch_on_ready(struct uconn_user *u, uint32_t events)
 
 static int fetch_connect(struct fetch *f)
 {
-	f->conn = upstream_connect(f->up, f->rq.origin,
-				   f->rq.timeouts->connect_timeout_ms,
+	f->conn = upstream_connect(f->up, f->rq.origin, f->rq.pool_key,
+				   f->rq.tls, f->rq.timeouts->connect_timeout_ms,
 				   &f->user);
 	return f->conn ? 0 : -ENOMEM;
 }
@@ -407,8 +408,11 @@ static void fetch_write(struct fetch *f)
 			return;
 		}
 		n = uconn_send(f->conn, iov, cnt);
-		if (n == -EAGAIN)
+		if (n == -EAGAIN) {
+			f->upbuf_pinned = uconn_tls(f->conn);
 			return;                    /* EPOLLOUT comes */
+		}
+		f->upbuf_pinned = false;
 		if (n < 0) {
 			fetch_conn_died(f);
 			return;
@@ -437,14 +441,15 @@ static size_t upbuf_put(struct fetch *f, const char *data, size_t len)
 		FETCH_LAST_CHUNK : 0;
 	char *p;
 
-	fetch_buf_compact(b);
-	room = FETCH_BUF_SIZE - b->len;
+	if (!f->upbuf_pinned)
+		fetch_buf_compact(b);
+	room = FETCH_BUF_SIZE - b->off - b->len;
 	room = room > extra ? room - extra : 0;
 	if (len > room)
 		len = room;
 	if (!len)
 		return 0;
-	p = b->data + b->len;
+	p = b->data + b->off + b->len;
 	if (f->chunked_up)
 		p += h1_chunk_line(p, len);
 	memcpy(p, data, len);
@@ -453,7 +458,7 @@ static size_t upbuf_put(struct fetch *f, const char *data, size_t len)
 		memcpy(p, "\r\n", 2);
 		p += 2;
 	}
-	b->len = (size_t)(p - b->data);
+	b->len = (size_t)(p - b->data - b->off);
 	return len;
 }
 
@@ -489,8 +494,10 @@ void fetch_send_eof(struct fetch *f)
 			ctx_cancel(f->ctx, CTX_CAUSE_UPSTREAM_ERROR);
 			return;
 		}
-		fetch_buf_compact(b);             /* upbuf_put kept the room */
-		b->len += h1_chunk_line(b->data + b->len, 0);
+		if (!f->upbuf_pinned)
+			fetch_buf_compact(b);
+		/* upbuf_put kept the room */
+		b->len += h1_chunk_line(b->data + b->off + b->len, 0);
 		f->eof_framed = true;
 	}
 	fetch_write(f);
@@ -595,7 +602,7 @@ int fetch_start(struct fetch *f)
 		return -ECANCELED;
 	f->running = true;
 	f->started_ns = ctx_now_ns();
-	f->conn = upstream_take_idle(f->up, f->rq.origin, &f->user);
+	f->conn = upstream_take_idle(f->up, f->rq.pool_key, &f->user);
 	if (f->conn) {
 		fetch_note_peer(f);
 		head_write_deadline(f);

@@ -11,6 +11,7 @@
 #include "context.h"
 
 struct config_timeouts;
+struct config_upstream_tls;
 struct upstream;
 struct fetch;
 
@@ -31,7 +32,9 @@ struct fetch_ops {
 
 struct fetch_request {
 	const char *method;
-	const char *origin;          /* "http://host:port": where to connect */
+	const char *origin;          /* "http[s]://host:port": where to connect */
+	const char *pool_key;        /* its idle connections (config_server's) */
+	const struct config_upstream_tls *tls;  /* NULL for http:// */
 	const char *target;          /* sent byte for byte: "/path?query" */
 	int64_t body_len;            /* -1 no body, FETCH_BODY_CHUNKED, or bytes */
 	const struct config_timeouts *timeouts;

@@ -35,6 +35,12 @@ struct server {
 	bool checked;             /* its route has a `health` block */
 	char *url;                /* origin + path (checked only) */
 	char *host;               /* the Host field (checked only) */
+	bool tls, verify;         /* https://: the route's TLS settings */
+	char *ca, *cert, *key;    /* NULL when unset */
+	char *connect_to;         /* with tls_server_name: the URL names it,
+				   the connection goes to the origin
+				   ("name:port:host:port") */
+	struct curl_slist *sent_to;  /* connect_to of the check in flight */
 	int64_t interval_ms, timeout_ms;
 	int rise, fall;
 	int passes, fails;        /* in a row */
@@ -100,6 +106,8 @@ static void server_drop_easy(struct server *s)
 	s->easy = NULL;
 	curl_slist_free_all(s->sent);
 	s->sent = NULL;
+	curl_slist_free_all(s->sent_to);
+	s->sent_to = NULL;
 }
 
 /* set_free(NULL) is a no-op.  Easy handles still in s go too (the caller
@@ -115,6 +123,10 @@ static void set_free(struct set *s)
 			server_drop_easy(&s->v[i]);
 		free(s->v[i].url);
 		free(s->v[i].host);
+		free(s->v[i].ca);
+		free(s->v[i].cert);
+		free(s->v[i].key);
+		free(s->v[i].connect_to);
 	}
 	free(s->v);
 	free(s);
@@ -123,6 +135,45 @@ static void set_free(struct set *s)
 static int64_t at_least_1(int64_t v)
 {
 	return v < 1 ? 1 : v;
+}
+
+static int dup_or_null(char **to, const char *from)
+{
+	*to = from ? strdup(from) : NULL;
+	return from && !*to ? -ENOMEM : 0;
+}
+
+/* s checks an https server as the workers connect to it: the route's
+ * verification, CA, client certificate and server name.  The URL is
+ * "https://NAME:PORT/path" with a server name, the connection going to
+ * the origin's host and port.  Returns 0 or -ENOMEM. */
+static int server_init_tls(struct server *s, const struct config_route *r,
+			   const struct config_server *sv, const char *path)
+{
+	const struct config_upstream_tls *t = &r->tls;
+	const char *hostport = sv->origin + strlen("https://");
+	const char *port = strrchr(hostport, ':');
+	char line[512];
+	size_t n;
+
+	s->tls = true;
+	s->verify = t->verify;
+	if (dup_or_null(&s->ca, t->ca) < 0 ||
+	    dup_or_null(&s->cert, t->client_cert) < 0 ||
+	    dup_or_null(&s->key, t->client_key) < 0)
+		return -ENOMEM;
+	if (!t->server_name || !port)
+		return 0;
+	snprintf(line, sizeof(line), "%s%s:%s", t->server_name, port, hostport);
+	s->connect_to = strdup(line);
+	free(s->url);
+	n = strlen("https://") + strlen(t->server_name) + strlen(port) +
+		strlen(path) + 1;
+	s->url = malloc(n);
+	if (!s->connect_to || !s->url)
+		return -ENOMEM;
+	snprintf(s->url, n, "https://%s%s%s", t->server_name, port, path);
+	return 0;
 }
 
 /* Fill s from server sv of route r.  Returns 0 or -ENOMEM. */
@@ -142,6 +193,8 @@ static int server_init(struct server *s, const struct config_route *r,
 	if (!s->url || !s->host)
 		return -ENOMEM;
 	snprintf(s->url, n, "%s%s", sv->origin, path);
+	if (sv->tls && server_init_tls(s, r, sv, path) < 0)
+		return -ENOMEM;
 	s->interval_ms = at_least_1(r->health.interval_ms);
 	s->timeout_ms = at_least_1(r->health.timeout_ms);
 	s->rise = (int)at_least_1(r->health.rise);
@@ -222,9 +275,11 @@ static void server_take(struct server *s, struct server *o, int64_t now)
 	}
 	s->easy = o->easy;
 	s->sent = o->sent;
+	s->sent_to = o->sent_to;
 	s->busy = o->busy;
 	o->easy = NULL;
 	o->sent = NULL;
+	o->sent_to = NULL;
 	o->busy = false;
 	/* No longer checked: a check in flight must not count. */
 	if (!s->checked && s->easy)
@@ -287,6 +342,28 @@ static CURL *easy_new(void)
 	return e;
 }
 
+/* An https server's TLS settings on its handle (each check: a reload
+ * may have changed them).  -ENOMEM. */
+static int check_tls_options(struct server *s)
+{
+	struct curl_slist *to = NULL;
+
+	if (s->connect_to) {
+		to = curl_slist_append(NULL, s->connect_to);
+		if (!to)
+			return -ENOMEM;
+	}
+	curl_slist_free_all(s->sent_to);     /* not busy: libcurl is done with it */
+	s->sent_to = to;
+	curl_easy_setopt(s->easy, CURLOPT_SSL_VERIFYPEER, s->verify ? 1L : 0L);
+	curl_easy_setopt(s->easy, CURLOPT_SSL_VERIFYHOST, s->verify ? 2L : 0L);
+	curl_easy_setopt(s->easy, CURLOPT_CAINFO, s->ca);
+	curl_easy_setopt(s->easy, CURLOPT_SSLCERT, s->cert);
+	curl_easy_setopt(s->easy, CURLOPT_SSLKEY, s->key);
+	curl_easy_setopt(s->easy, CURLOPT_CONNECT_TO, s->sent_to);
+	return 0;
+}
+
 /* Send s's check.  Returns 0 or a negative errno (it is not sent). */
 static int check_start(struct server *s)
 {
@@ -312,6 +389,8 @@ static int check_start(struct server *s)
 	curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
 	curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)s->timeout_ms);
 	curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (void *)(intptr_t)s->slot);
+	if (s->tls && check_tls_options(s) < 0)
+		return -ENOMEM;
 	if (curl_multi_add_handle(multi, s->easy) != CURLM_OK)
 		return -EIO;
 	s->busy = true;

@@ -1,4 +1,4 @@
-/* upstream.c - connections to backends: libcurl connects, ctxproxy owns the socket; per-worker idle pools. */
+/* upstream.c - connections to backends: libcurl connects, ctxproxy owns the socket (plain) or watches it (TLS); per-worker idle pools. */
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 
 #include <curl/curl.h>
 
+#include "config_route.h"
 #include "context.h"
 #include "invariant.h"
 #include "log.h"
@@ -24,9 +25,13 @@ struct csock {
 	uint32_t events;                 /* what epoll watches now */
 	bool added;                      /* in the epoll set */
 	bool taken;                      /* ours now: libcurl must not close it */
+	bool quiet;                      /* a TLS connection's: in its uconn's
+					    registration, libcurl's wishes
+					    ignored */
 };
 
-/* The connections to one upstream server ("http://host:port"). */
+/* The connections to one upstream server: its pool key (the origin, and
+ * for https the TLS settings). */
 struct upool {
 	char *origin;
 	struct uconn *idle, *idle_old;   /* most recently used first (LIFO) */
@@ -39,9 +44,12 @@ struct uconn {
 	struct upstream *up;
 	struct upool *pool;
 	struct uconn_user *user;         /* NULL while idle */
-	CURL *easy;                      /* while connecting */
+	CURL *easy;                      /* while connecting; for TLS, for
+					    the connection's life */
+	struct curl_slist *connect_to;   /* TLS with tls_server_name */
+	char *errbuf;                    /* TLS: libcurl's reason for a failure */
 	int fd;
-	bool in_loop, reused, hup, idle;
+	bool in_loop, reused, hup, idle, tls;
 	int64_t idle_until;
 	char peer[UCONN_PEER_SIZE];      /* "IP:PORT" once connected */
 	struct uconn *all_prev, *all_next;   /* every connection, for free */
@@ -56,6 +64,7 @@ struct upstream {
 	char *bufs[UPSTREAM_BUF_POOL];   /* idle UPSTREAM_BUF_SIZE blocks */
 	int nbufs;
 	CURLM *multi;
+	CURLSH *share;                   /* TLS sessions, made on first use */
 	int64_t timer_at;                /* libcurl's, or CTX_NO_DEADLINE */
 	struct upstream_job *jobs, *jobs_tail;
 	int fins;                        /* FINs sent since the last dispatch */
@@ -246,7 +255,7 @@ static int upstream_on_socket(CURL *easy, curl_socket_t s, int what,
 
 	(void)easy;
 	(void)socketp;
-	if (cs && cs->taken)
+	if (cs && (cs->taken || cs->quiet))
 		return 0;
 	if (what == CURL_POLL_REMOVE)
 		return cs ? csock_watch(cs, 0) : 0;
@@ -406,7 +415,7 @@ void uconn_release(struct uconn *c, bool reusable,
 
 	if (!c)
 		return;
-	if (!reusable || c->easy || c->hup || !ka || ka->max <= 0) {
+	if (!reusable || c->fd < 0 || c->hup || !ka || ka->max <= 0) {
 		uconn_close(c);
 		return;
 	}
@@ -474,17 +483,46 @@ void uconn_close(struct uconn *c)
 	if (!c)
 		return;
 	ASSERT(!c->idle);                /* idle ones are unlinked first */
-	if (c->easy) {
-		/* closes its socket through upstream_on_close */
-		curl_multi_remove_handle(c->up->multi, c->easy);
-		curl_easy_cleanup(c->easy);
-	}
+	/* out of the loop before libcurl closes a TLS one's socket */
 	if (c->in_loop)
 		loop_del(c->up->loop, &c->io);
-	if (c->fd >= 0)
+	if (c->easy) {
+		/* closes its socket through upstream_on_close (for TLS, the
+		 * removal from the multi does: CONNECT_ONLY) */
+		curl_multi_remove_handle(c->up->multi, c->easy);
+		curl_easy_cleanup(c->easy);
+	} else if (c->fd >= 0) {
 		close(c->fd);
+	}
+	curl_slist_free_all(c->connect_to);
+	free(c->errbuf);
 	uconn_unlink(c);
 	free(c);
+}
+
+/* Through libcurl's TLS, one buffer at a time.  OpenSSL must be given
+ * the same bytes at the same address again after CURLE_AGAIN: the caller
+ * keeps them there (uconn_tls). */
+static ssize_t tls_send(struct uconn *c, const struct iovec *iov, int n)
+{
+	CURLcode rc = CURLE_OK;
+	size_t done = 0, k;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		k = 0;
+		rc = curl_easy_send(c->easy, iov[i].iov_base, iov[i].iov_len, &k);
+		done += k;
+		if (rc == CURLE_AGAIN)
+			break;
+		if (rc != CURLE_OK)
+			return done ? (ssize_t)done : -EPIPE;
+		if (k < iov[i].iov_len)
+			break;
+	}
+	if (!done && rc == CURLE_AGAIN)
+		return -EAGAIN;
+	return (ssize_t)done;
 }
 
 ssize_t uconn_send(struct uconn *c, const struct iovec *iov, int n)
@@ -492,6 +530,8 @@ ssize_t uconn_send(struct uconn *c, const struct iovec *iov, int n)
 	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = n };
 	ssize_t rc;
 
+	if (c->tls)
+		return tls_send(c, iov, n);
 	do {
 		rc = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} while (rc < 0 && errno == EINTR);
@@ -500,10 +540,33 @@ ssize_t uconn_send(struct uconn *c, const struct iovec *iov, int n)
 	return rc;
 }
 
+/* libcurl may hold decrypted bytes no new EPOLLIN announces: callers
+ * read until -EAGAIN. */
+static ssize_t tls_recv(struct uconn *c, void *buf, size_t len)
+{
+	size_t k = 0;
+	CURLcode rc = curl_easy_recv(c->easy, buf, len, &k);
+
+	if (rc == CURLE_AGAIN)
+		return -EAGAIN;
+	if (rc != CURLE_OK) {
+		/* e.g. the server refused the handshake after it ended on
+		 * our side (TLS 1.3: "alert certificate required") */
+		log_msg(LOG_WARN, "upstream TLS read failed",
+			"origin=\"%.*s\" error=\"%s\"",
+			(int)strcspn(c->pool->origin, "\n"), c->pool->origin,
+			*c->errbuf ? c->errbuf : curl_easy_strerror(rc));
+		return -ECONNRESET;
+	}
+	return (ssize_t)k;
+}
+
 ssize_t uconn_recv(struct uconn *c, void *buf, size_t len)
 {
 	ssize_t rc;
 
+	if (c->tls)
+		return tls_recv(c, buf, len);
 	do {
 		rc = recv(c->fd, buf, len, MSG_DONTWAIT);
 	} while (rc < 0 && errno == EINTR);
@@ -526,6 +589,11 @@ bool uconn_connected(const struct uconn *c)
 bool uconn_reused(const struct uconn *c)
 {
 	return c->reused;
+}
+
+bool uconn_tls(const struct uconn *c)
+{
+	return c->tls;
 }
 
 /* ---- connecting: libcurl's part ---- */
@@ -559,6 +627,28 @@ static void uconn_note_peer(struct uconn *c)
 		 "%s:%ld", ip, port);
 }
 
+/* Connected over TLS: the TLS state is the handle's, so it stays in the
+ * multi (removing it would close the connection) and bytes go through
+ * curl_easy_send/recv; the socket is registered in the loop as a plain
+ * one is, libcurl no longer asking for events on it. */
+static int uconn_watch_tls(struct uconn *c, curl_socket_t s)
+{
+	struct csock *cs = csock_of(c->up, s);
+
+	if (cs) {
+		csock_watch(cs, 0);
+		cs->quiet = true;
+	}
+	c->errbuf[0] = '\0';            /* libcurl writes it for the connection's life */
+	c->fd = s;
+	c->io.fd = s;
+	if (loop_add(c->up->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP |
+		     EPOLLET) < 0)
+		return -errno;
+	c->in_loop = true;
+	return 0;
+}
+
 /* Connected: the socket becomes ours.  Marked taken first, so neither
  * libcurl's removal nor its cleanup closes it; then it enters the loop
  * once, edge-triggered, for the connection's whole life. */
@@ -572,6 +662,8 @@ static int uconn_take_socket(struct uconn *c)
 	    s == CURL_SOCKET_BAD)
 		return -EIO;
 	uconn_note_peer(c);
+	if (c->tls)
+		return uconn_watch_tls(c, s);
 	cs = csock_of(up, s);
 	if (cs)
 		cs->taken = true;
@@ -596,7 +688,16 @@ static void uconn_connect_done(struct uconn *c, CURLcode rc)
 	int err = rc == CURLE_OK ? uconn_take_socket(c) : map_connect_error(rc);
 
 	if (err) {
-		if (rc != CURLE_OK)
+		if (rc != CURLE_OK && c->tls)
+			/* a certificate or handshake problem is a configuration
+			 * problem: say it where an operator looks */
+			log_msg(LOG_WARN, "upstream TLS connect failed",
+				"origin=\"%.*s\" error=\"%s\"",
+				(int)strcspn(c->pool->origin, "\n"),
+				c->pool->origin,
+				c->errbuf && *c->errbuf ? c->errbuf :
+				curl_easy_strerror(rc));
+		else if (rc != CURLE_OK)
 			log_msg(LOG_DEBUG, "upstream connect failed",
 				"error=\"%s\"", curl_easy_strerror(rc));
 		uconn_close(c);
@@ -644,7 +745,82 @@ static CURL *upstream_easy(struct upstream *up, struct uconn *c,
 	return e;
 }
 
+/* The worker's TLS session cache, shared by its handles (one thread: no
+ * lock callbacks). */
+static CURLSH *upstream_share(struct upstream *up)
+{
+	if (up->share)
+		return up->share;
+	up->share = curl_share_init();
+	if (up->share &&
+	    curl_share_setopt(up->share, CURLSHOPT_SHARE,
+			      CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+		curl_share_cleanup(up->share);
+		up->share = NULL;
+	}
+	return up->share;
+}
+
+/* "name:port:" for CURLOPT_CONNECT_TO: the URL names the server name
+ * (SNI and the verified name) and the TCP connection goes to the
+ * origin's host and port. */
+static int tls_connect_to(struct uconn *c, const char *origin,
+			  const char *name, char *url, size_t cap)
+{
+	const char *hostport = origin + strlen("https://");
+	const char *colon = strrchr(hostport, ':');
+	char line[512];
+	int n;
+
+	if (!colon)
+		return -EINVAL;
+	n = snprintf(line, sizeof(line), "%s%s:%s", name, colon, hostport);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return -ENAMETOOLONG;
+	n = snprintf(url, cap, "https://%s%s/", name, colon);
+	if (n < 0 || (size_t)n >= cap)
+		return -ENAMETOOLONG;
+	c->connect_to = curl_slist_append(NULL, line);
+	return c->connect_to ? 0 : -ENOMEM;
+}
+
+/* The TLS options of route settings t on e (c's connect). */
+static int upstream_easy_tls(struct upstream *up, struct uconn *c, CURL *e,
+			     const char *origin,
+			     const struct config_upstream_tls *t)
+{
+	char url[300];
+	CURLSH *sh = upstream_share(up);
+
+	c->errbuf = calloc(1, CURL_ERROR_SIZE);
+	if (!sh || !c->errbuf)
+		return -ENOMEM;
+	if (t->server_name) {
+		if (tls_connect_to(c, origin, t->server_name, url,
+				   sizeof(url)) < 0)
+			return -ENOMEM;
+		curl_easy_setopt(e, CURLOPT_URL, url);
+		curl_easy_setopt(e, CURLOPT_CONNECT_TO, c->connect_to);
+	}
+	curl_easy_setopt(e, CURLOPT_SHARE, sh);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, t->verify ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, t->verify ? 2L : 0L);
+	if (t->ca)
+		curl_easy_setopt(e, CURLOPT_CAINFO, t->ca);
+	if (t->client_cert) {
+		curl_easy_setopt(e, CURLOPT_SSLCERT, t->client_cert);
+		curl_easy_setopt(e, CURLOPT_SSLKEY, t->client_key);
+	}
+	/* libcurl's idle-connection pruning must never pick one of ours:
+	 * our pools decide how long a connection lives */
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long)INT32_MAX);
+	return 0;
+}
+
 struct uconn *upstream_connect(struct upstream *up, const char *origin,
+			       const char *pool_key,
+			       const struct config_upstream_tls *tls,
 			       int64_t connect_timeout_ms,
 			       struct uconn_user *u)
 {
@@ -655,14 +831,17 @@ struct uconn *upstream_connect(struct upstream *up, const char *origin,
 	c->up = up;
 	c->user = u;
 	c->fd = -1;
+	c->tls = tls != NULL;
 	c->io.fn = uconn_on_io;
 	c->io.data = c;
-	c->pool = pool_of(up, origin);
+	c->pool = pool_of(up, pool_key);
 	if (!c->pool)
 		goto free_conn;
 	c->easy = upstream_easy(up, c, origin, connect_timeout_ms);
 	if (!c->easy)
 		goto free_conn;
+	if (tls && upstream_easy_tls(up, c, c->easy, origin, tls) < 0)
+		goto cleanup_easy;
 	if (curl_multi_add_handle(up->multi, c->easy) != CURLM_OK)
 		goto cleanup_easy;
 	uconn_link(up, c);
@@ -671,6 +850,8 @@ struct uconn *upstream_connect(struct upstream *up, const char *origin,
 cleanup_easy:
 	curl_easy_cleanup(c->easy);
 free_conn:
+	curl_slist_free_all(c->connect_to);
+	free(c->errbuf);
 	free(c);
 	return NULL;
 }
@@ -732,6 +913,7 @@ void upstream_free(struct upstream *up)
 	while (up->all)                  /* their users are gone already */
 		uconn_close(up->all);
 	curl_multi_cleanup(up->multi);
+	curl_share_cleanup(up->share);   /* after every handle using it */
 	while (up->nbufs)
 		free(up->bufs[--up->nbufs]);
 	while (up->pools) {

@@ -1,4 +1,4 @@
-/* upstream.h - connections to backends: libcurl connects, ctxproxy owns the socket; per-worker idle pools. */
+/* upstream.h - connections to backends: libcurl connects, ctxproxy owns the socket (plain) or watches it (TLS); per-worker idle pools. */
 #ifndef CTXPROXY_UPSTREAM_H
 #define CTXPROXY_UPSTREAM_H
 
@@ -7,6 +7,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+struct config_upstream_tls;
 struct loop;
 struct upstream;
 struct uconn;
@@ -21,6 +22,11 @@ struct uconn;
  * and stays there until it is closed, also while it idles in its pool, so
  * a reused connection costs no system call to check: an EOF, a reset or
  * stray bytes seen while idle close it at once.
+ *
+ * A TLS connection cannot be taken over: its easy handle stays in the
+ * worker's multi for the connection's life and bytes go through
+ * curl_easy_send/recv, but its socket is in the epoll set the same way.
+ * The worker's handles share one TLS session cache (sessions resume).
  */
 
 /* A deferred call, run by upstream_dispatch() from the loop: never from
@@ -82,25 +88,33 @@ void upstream_fin(struct upstream *up);
  * ran. */
 int upstream_dispatch(struct upstream *up);
 
-/* An idle connection to origin ("http://host:port"), now u's, or NULL
- * when the pool has none. */
-struct uconn *upstream_take_idle(struct upstream *up, const char *origin,
+/* An idle connection of pool_key (struct config_server's), now u's, or
+ * NULL when the pool has none. */
+struct uconn *upstream_take_idle(struct upstream *up, const char *pool_key,
 				 struct uconn_user *u);
 
-/* Start connecting to origin for u; u->connected() reports the end (never
- * from inside this call).  Returns the connection being made (abort it
- * with uconn_close) or NULL on failure. */
+/* Start connecting to origin ("http[s]://host:port") for u, the
+ * connection to go to pool_key's pool; tls (NULL for http://; else read
+ * during this call only) says how to verify and what client certificate
+ * to show.  u->connected() reports the end (never from inside this call);
+ * a failed handshake or verification is -EIO, its reason logged.  Returns
+ * the connection being made (abort it with uconn_close) or NULL on
+ * failure. */
 struct uconn *upstream_connect(struct upstream *up, const char *origin,
+			       const char *pool_key,
+			       const struct config_upstream_tls *tls,
 			       int64_t connect_timeout_ms,
 			       struct uconn_user *u);
 
 /* Send what iov holds, as much as the socket takes.  Returns the bytes
  * sent, -EAGAIN (wait for ready() with EPOLLOUT), or another -errno (the
- * connection is dead). */
+ * connection is dead).  After -EAGAIN on a TLS connection (uconn_tls),
+ * the unsent bytes must be offered again at the same address. */
 ssize_t uconn_send(struct uconn *c, const struct iovec *iov, int n);
 
 /* Read up to len bytes.  Returns the count, 0 at EOF, -EAGAIN, or another
- * -errno. */
+ * -errno.  Read until -EAGAIN before waiting for ready(): a TLS connection
+ * may hold bytes already read from the socket. */
 ssize_t uconn_recv(struct uconn *c, void *buf, size_t len);
 
 /* Send the FIN now (shutdown both ways): the backend learns at once. */
@@ -126,5 +140,8 @@ const char *uconn_peer(const struct uconn *c);
 
 /* Whether c came from the pool (it served a request before). */
 bool uconn_reused(const struct uconn *c);
+
+/* Whether c is a TLS connection. */
+bool uconn_tls(const struct uconn *c);
 
 #endif
