@@ -311,6 +311,22 @@ class TlsUpstreamTest(ProxyTest):
         rl.wait(lambda r: r.closed == 1)
         self.assertAccess(p.access("/hang"), cause="client_disconnect")
 
+    def test_health_checks_use_the_route_tls_settings(self):
+        b = self.start_backend()
+        named = self.relay(b, cert_name="named")
+        health = {"path": "/healthz", "interval_ms": 100, "timeout_ms": 3000,
+                  "rise": 1, "fall": 1}
+        p = self.start_proxy([
+            self.tls_route("sni", "/sni/", named, tls_server_name="other.test",
+                           health=health),
+            self.tls_route("bad", "/bad/", named, health=health),
+        ])
+        p.log.wait(msg="upstream server down", route="bad")
+        checks = b.wait_count(2, lambda e: e.get("ev") == "request" and
+                              e.get("path") == "/healthz", what="checks through TLS")
+        self.assertTrue(checks)
+        self.assertEqual(p.log.find(msg="upstream server down", route="sni"), [])
+
     def test_descriptors_come_back(self):
         b = self.start_backend()
         rl = self.relay(b)
