@@ -500,6 +500,17 @@ void uconn_close(struct uconn *c)
 	free(c);
 }
 
+/* A TLS connection failed after its handshake: libcurl's reason, e.g.
+ * the server refused it once it ended on our side (TLS 1.3: "alert
+ * certificate required"). */
+static void tls_log_failure(const struct uconn *c, const char *msg,
+			    CURLcode rc)
+{
+	log_msg(LOG_WARN, msg, "origin=\"%.*s\" error=\"%s\"",
+		(int)strcspn(c->pool->origin, "\n"), c->pool->origin,
+		*c->errbuf ? c->errbuf : curl_easy_strerror(rc));
+}
+
 /* Through libcurl's TLS, one buffer at a time.  OpenSSL must be given
  * the same bytes at the same address again after CURLE_AGAIN: the caller
  * keeps them there (uconn_tls). */
@@ -515,8 +526,12 @@ static ssize_t tls_send(struct uconn *c, const struct iovec *iov, int n)
 		done += k;
 		if (rc == CURLE_AGAIN)
 			break;
-		if (rc != CURLE_OK)
-			return done ? (ssize_t)done : -EPIPE;
+		if (rc != CURLE_OK && done)
+			return (ssize_t)done;    /* the error comes again */
+		if (rc != CURLE_OK) {
+			tls_log_failure(c, "upstream TLS send failed", rc);
+			return -EPIPE;
+		}
 		if (k < iov[i].iov_len)
 			break;
 	}
@@ -550,12 +565,7 @@ static ssize_t tls_recv(struct uconn *c, void *buf, size_t len)
 	if (rc == CURLE_AGAIN)
 		return -EAGAIN;
 	if (rc != CURLE_OK) {
-		/* e.g. the server refused the handshake after it ended on
-		 * our side (TLS 1.3: "alert certificate required") */
-		log_msg(LOG_WARN, "upstream TLS read failed",
-			"origin=\"%.*s\" error=\"%s\"",
-			(int)strcspn(c->pool->origin, "\n"), c->pool->origin,
-			*c->errbuf ? c->errbuf : curl_easy_strerror(rc));
+		tls_log_failure(c, "upstream TLS read failed", rc);
 		return -ECONNRESET;
 	}
 	return (ssize_t)k;
