@@ -10,7 +10,7 @@ CC := gcc
 endif
 SANITIZE ?=
 
-PKGS := libmicrohttpd libcurl libconfig libsystemd
+PKGS := libmicrohttpd libcurl libconfig libsystemd gnutls
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 BASE_CFLAGS := -std=gnu11 -O2 -g -D_GNU_SOURCE $(WARN) -pthread
 # SANITIZE=address,undefined: the sanitizers at compile and link time, and
@@ -101,6 +101,8 @@ TEST_OBJS_metrics := metrics context retry
 TEST_PKGS_metrics :=
 TEST_OBJS_health := health metrics context retry log
 TEST_PKGS_health := libcurl
+TEST_OBJS_tls := tls config config_keys config_upstream config_syntax config_text headers
+TEST_PKGS_tls := gnutls libconfig
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \

@@ -2,7 +2,7 @@
 # deps.sh - install the Debian packages a target needs (as root), or say how.
 # usage: scripts/deps.sh build|test|demo|bench|fuzz
 set -u
-pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev libsystemd-dev"
+pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev libsystemd-dev libgnutls28-dev"
 case "${1:-build}" in
 build) ;;
 test) pkgs="$pkgs libcmocka-dev python3 curl openssl valgrind logrotate mandoc wrk nginx-light haproxy" ;;

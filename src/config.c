@@ -41,56 +41,150 @@ static void check_admin(struct config_loader *ld,
 }
 
 static void listen_one(struct config_loader *ld, const config_setting_t *s,
-		       struct config_addr *a)
+		       const char *key, struct config_addr *a)
 {
 	const char *why;
 
 	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		config_complain(ld, s, "'listen' addresses must be strings");
+		config_complain(ld, s, "'%s' addresses must be strings", key);
 		return;
 	}
 	why = config_parse_addr(config_setting_get_string(s), a);
 	if (why) {
-		config_complain(ld, s, "invalid listen address '%s': %s",
+		config_complain(ld, s, "invalid %s address '%s': %s", key,
 				config_setting_get_string(s), why);
 		/* port 0 keeps the half-parsed entry out of the clash check */
 		memset(a, 0, sizeof(*a));
 	}
 }
 
-static void parse_listen(struct config_loader *ld,
-			 const config_setting_t *s, void *obj)
+/* Append the addresses of s (`key`: "listen" or "tls_listen") to
+ * cfg->listen; returns how many. */
+static size_t listen_append(struct config_loader *ld,
+			    const config_setting_t *s, const char *key)
 {
-	struct config *cfg = obj;
+	struct config *cfg = ld->cfg;
+	struct config_addr *all;
 	int type = config_setting_type(s);
 	unsigned n = 1, i;
-	const char *why = NULL;
 
 	if (type == CONFIG_TYPE_LIST || type == CONFIG_TYPE_ARRAY)
 		n = (unsigned)config_setting_length(s);
-	else if (type != CONFIG_TYPE_STRING)
-		why = "'listen' must be a string or a list of strings";
-	if (!why && n == 0)
-		why = "'listen' must name at least one address";
-	if (!why && n > CONFIG_LISTEN_MAX)
-		why = "'listen' names more than " STR(CONFIG_LISTEN_MAX)
-			" addresses";
-	if (!why) {
-		cfg->listen = calloc(n, sizeof(*cfg->listen));
-		if (!cfg->listen)
-			why = "out of memory";
+	else if (type != CONFIG_TYPE_STRING) {
+		config_complain(ld, s, "'%s' must be a string or a list of strings", key);
+		return 0;
 	}
-	if (why) {
-		config_complain(ld, s, "%s", why);
+	if (n == 0) {
+		config_complain(ld, s, "'%s' must name at least one address", key);
+		return 0;
+	}
+	if (cfg->nlisten + n > CONFIG_LISTEN_MAX) {
+		if (cfg->nlisten)
+			config_complain(ld, s, "'listen' and 'tls_listen' together "
+					"name more than " STR(CONFIG_LISTEN_MAX)
+					" addresses");
+		else
+			config_complain(ld, s, "'%s' names more than "
+					STR(CONFIG_LISTEN_MAX) " addresses", key);
+		return 0;
+	}
+	all = realloc(cfg->listen, (cfg->nlisten + n) * sizeof(*all));
+	if (!all) {
+		config_complain(ld, s, "out of memory");
+		return 0;
+	}
+	cfg->listen = all;
+	all += cfg->nlisten;
+	memset(all, 0, n * sizeof(*all));
+	cfg->nlisten += n;
+	if (type == CONFIG_TYPE_STRING)
+		listen_one(ld, s, key, &all[0]);
+	else
+		for (i = 0; i < n; i++)
+			listen_one(ld, config_setting_get_elem(s, i), key, &all[i]);
+	return n;
+}
+
+static void parse_listen(struct config_loader *ld,
+			 const config_setting_t *s, void *obj)
+{
+	(void)obj;
+	listen_append(ld, s, "listen");
+}
+
+/* tls_listen is appended after listen, whatever the order in the file,
+ * by parse_tls (listen's TLS addresses are the tail of cfg->listen). */
+static void accept_later(struct config_loader *ld,
+			 const config_setting_t *s, void *obj)
+{
+	(void)ld;
+	(void)s;
+	(void)obj;
+}
+
+static void tls_cert_one(struct config_loader *ld, const config_setting_t *g,
+			 struct config_tls_cert *c)
+{
+	const char *file = config_setting_source_file(g);
+	const char *cert = NULL, *key = NULL;
+	char where[512];
+
+	snprintf(where, sizeof(where), "%s:%u", file ? file : ld->name,
+		 config_setting_source_line(g));
+	c->where = config_dup_or_complain(ld, g, where);
+	if (!config_setting_is_group(g) || config_setting_length(g) != 2 ||
+	    !config_setting_lookup_string(g, "cert", &cert) ||
+	    !config_setting_lookup_string(g, "key", &key)) {
+		config_complain(ld, g, "each tls_certificates entry must be "
+				"{ cert = \"PATH\"; key = \"PATH\"; }");
 		return;
 	}
-	cfg->nlisten = n;
-	if (type == CONFIG_TYPE_STRING) {
-		listen_one(ld, s, &cfg->listen[0]);
+	if (!*cert || !*key) {
+		config_complain(ld, g, "'cert' and 'key' must not be empty");
 		return;
 	}
+	c->cert = config_dup_or_complain(ld, g, cert);
+	c->key = config_dup_or_complain(ld, g, key);
+}
+
+static void parse_tls_certs(struct config_loader *ld,
+			    const config_setting_t *s, void *obj)
+{
+	struct config *cfg = obj;
+	unsigned n, i;
+
+	if (!config_setting_is_list(s)) {
+		config_complain(ld, s, "'tls_certificates' must be a list: "
+				"( { cert = \"PATH\"; key = \"PATH\"; }, ... )");
+		return;
+	}
+	n = (unsigned)config_setting_length(s);
+	if (n == 0) {
+		config_complain(ld, s, "'tls_certificates' must name at least one certificate");
+		return;
+	}
+	cfg->tls_certs = calloc(n, sizeof(*cfg->tls_certs));
+	if (!cfg->tls_certs) {
+		config_complain(ld, s, "out of memory");
+		return;
+	}
+	cfg->ntls_certs = n;
 	for (i = 0; i < n; i++)
-		listen_one(ld, config_setting_get_elem(s, i), &cfg->listen[i]);
+		tls_cert_one(ld, config_setting_get_elem(s, i), &cfg->tls_certs[i]);
+}
+
+static void parse_tls_min(struct config_loader *ld,
+			  const config_setting_t *s, void *obj)
+{
+	struct config *cfg = obj;
+	const char *v = config_setting_get_string(s);
+
+	if (config_setting_type(s) == CONFIG_TYPE_STRING && !strcmp(v, "1.2"))
+		cfg->tls_min_version = 12;
+	else if (config_setting_type(s) == CONFIG_TYPE_STRING && !strcmp(v, "1.3"))
+		cfg->tls_min_version = 13;
+	else
+		config_complain(ld, s, "'tls_min_version' must be \"1.2\" or \"1.3\"");
 }
 
 static void check_access_log(struct config_loader *ld,
@@ -215,7 +309,12 @@ static void remember_routes(struct config_loader *ld, const config_setting_t *s,
 	{ n, kind, offsetof(struct config, field), min, max, check, req }
 
 static const struct config_key top_keys[] = {
-	TOP("listen", CONFIG_KEY_CUSTOM, listen, 0, 0, parse_listen, true),
+	TOP("listen", CONFIG_KEY_CUSTOM, listen, 0, 0, parse_listen, false),
+	TOP("tls_listen", CONFIG_KEY_CUSTOM, listen, 0, 0, accept_later, false),
+	TOP("tls_certificates", CONFIG_KEY_CUSTOM, tls_certs, 0, 0,
+	    parse_tls_certs, false),
+	TOP("tls_min_version", CONFIG_KEY_CUSTOM, tls_min_version, 0, 0,
+	    parse_tls_min, false),
 	TOP("admin", CONFIG_KEY_STRING, admin, 0, 0, check_admin, false),
 	TOP("workers", CONFIG_KEY_INT, workers, 1, CONFIG_WORKERS_MAX, NULL, false),
 	TOP("max_connections", CONFIG_KEY_INT64, max_connections, 1, INT32_MAX,
@@ -346,11 +445,44 @@ static void parse_routes(struct config_loader *ld, const config_setting_t *list)
 
 /* ---- whole-file checks ---- */
 
+/* Element i of a listen key (the key itself when it is one string). */
+static const config_setting_t *listen_setting(const config_setting_t *s,
+					      size_t i)
+{
+	if (config_setting_type(s) == CONFIG_TYPE_STRING)
+		return s;
+	return config_setting_get_elem(s, (unsigned)i);
+}
+
+/* tls_listen after listen; the keys that only make sense together. */
+static void parse_tls(struct config_loader *ld, const config_setting_t *root)
+{
+	const config_setting_t *tl = config_setting_get_member(root, "tls_listen");
+	const config_setting_t *tc = config_setting_get_member(root, "tls_certificates");
+	const config_setting_t *tm = config_setting_get_member(root, "tls_min_version");
+
+	if (tl)
+		ld->cfg->nlisten_tls = listen_append(ld, tl, "tls_listen");
+	if (!tl && !config_setting_get_member(root, "listen"))
+		config_report(ld, NULL, 0, "missing required key 'listen' "
+			      "(or 'tls_listen')");
+	if (tl && !tc)
+		config_complain(ld, tl, "'tls_listen' needs 'tls_certificates'");
+	if (!tl && tc)
+		config_complain(ld, tc, "'tls_certificates' is set but there "
+				"is no 'tls_listen'");
+	if (!tl && tm)
+		config_complain(ld, tm, "'tls_min_version' is set but there "
+				"is no 'tls_listen'");
+}
+
 static void check_listen_clashes(struct config_loader *ld,
 				 const config_setting_t *root)
 {
 	const struct config *cfg = ld->cfg;
 	const config_setting_t *ls = config_setting_get_member(root, "listen");
+	const config_setting_t *ts = config_setting_get_member(root, "tls_listen");
+	size_t nplain = cfg->nlisten - cfg->nlisten_tls;
 	const config_setting_t *as = config_setting_get_member(root, "admin");
 	struct config_addr admin;
 	size_t i, j;
@@ -358,7 +490,8 @@ static void check_listen_clashes(struct config_loader *ld,
 	for (i = 1; i < cfg->nlisten; i++)
 		for (j = 0; j < i; j++)
 			if (config_addr_same(&cfg->listen[i], &cfg->listen[j]))
-				config_complain(ld, config_setting_get_elem(ls, (unsigned)i),
+				config_complain(ld, listen_setting(i < nplain ? ls : ts,
+						i < nplain ? i : i - nplain),
 						"duplicate listen address");
 	if (!cfg->admin || config_parse_addr(cfg->admin, &admin))
 		return;
@@ -379,6 +512,7 @@ static void parse_root(struct config_loader *ld, const config_setting_t *root)
 	for (k = 0; k < CONFIG_NKEYS(top_keys); k++)
 		if (top_keys[k].required && !(seen & (UINT64_C(1) << k)))
 			config_report(ld, NULL, 0, "missing required key '%s'", top_keys[k].name);
+	parse_tls(ld, root);
 	if (ld->routes)
 		parse_routes(ld, ld->routes);
 	if (ld->cfg->nlisten > 1 || ld->cfg->admin)
@@ -401,6 +535,7 @@ static struct config *config_new(const char *name)
 	cfg->max_body_bytes = 104857600;
 	cfg->shutdown_grace_ms = 10000;
 	cfg->upstream_keepalive = 256;
+	cfg->tls_min_version = 12;
 	cfg->upstream_keepalive_timeout_ms = 60000;
 	cfg->defaults.connect_timeout_ms = 1000;
 	cfg->defaults.timeout_ms = 30000;
@@ -462,6 +597,36 @@ struct config *config_load_string(const char *name, const char *text, FILE *err)
 	return load_text(&ld, text, NULL);
 }
 
+/* *p made relative to dir when it is relative: certificate files are
+ * found like @include files, next to the configuration. */
+static int path_under(char **p, const char *dir)
+{
+	size_t n;
+	char *abs;
+
+	if (!*p || (*p)[0] == '/')
+		return 0;
+	n = strlen(dir) + strlen(*p) + 2;
+	abs = malloc(n);
+	if (!abs)
+		return -ENOMEM;
+	snprintf(abs, n, "%s/%s", dir, *p);
+	free(*p);
+	*p = abs;
+	return 0;
+}
+
+static int resolve_tls_paths(struct config *cfg, const char *dir)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->ntls_certs; i++)
+		if (path_under(&cfg->tls_certs[i].cert, dir) < 0 ||
+		    path_under(&cfg->tls_certs[i].key, dir) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
 struct config *config_load(const char *path, FILE *err)
 {
 	struct config_loader ld = { .name = path, .err = err };
@@ -484,6 +649,11 @@ struct config *config_load(const char *path, FILE *err)
 		goto free_text;
 	}
 	cfg = load_text(&ld, text, dir);
+	if (cfg && resolve_tls_paths(cfg, dir) < 0) {
+		config_report(&ld, NULL, 0, "out of memory");
+		config_free(cfg);
+		cfg = NULL;
+	}
 	free(dir);
 free_text:
 	free(text);
@@ -507,6 +677,12 @@ void config_free(struct config *cfg)
 	for (i = 0; i < cfg->nroutes; i++)
 		route_free_fields(&cfg->routes[i]);
 	free(cfg->routes);
+	for (i = 0; i < cfg->ntls_certs; i++) {
+		free(cfg->tls_certs[i].cert);
+		free(cfg->tls_certs[i].key);
+		free(cfg->tls_certs[i].where);
+	}
+	free(cfg->tls_certs);
 	free(cfg->listen);
 	free(cfg->admin);
 	free(cfg->access_log);

@@ -15,10 +15,24 @@
 #define CONFIG_WORKERS_MAX 256    /* worker threads */
 #define CONFIG_KEEPALIVE_MAX 100000 /* idle upstream connections per server */
 
+/* One tls_certificates entry: file names made absolute against the
+ * configuration file's directory when relative (as @include resolves). */
+struct config_tls_cert {
+	char *cert;                     /* PEM: the certificate, then its chain */
+	char *key;                      /* PEM: its private key, unencrypted */
+	char *where;                    /* "FILE:LINE" of the entry, for messages */
+};
+
 struct config {
 	char *path;                     /* the file it came from */
-	struct config_addr *listen;     /* 1 .. CONFIG_LISTEN_MAX */
+	/* listen then tls_listen addresses, 1 .. CONFIG_LISTEN_MAX in all:
+	 * the last nlisten_tls of them are TLS listeners. */
+	struct config_addr *listen;
 	size_t nlisten;
+	size_t nlisten_tls;
+	struct config_tls_cert *tls_certs; /* 1.. when nlisten_tls > 0, else none */
+	size_t ntls_certs;
+	int tls_min_version;            /* 12 (default) or 13 */
 	char *admin;                    /* NULL when absent */
 	int workers;                    /* 1 .. CONFIG_WORKERS_MAX; default: CPUs */
 	int64_t max_connections;        /* default 10000 */

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
 #include "config.h"
@@ -18,6 +19,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "request.h"
+#include "tls.h"
 
 
 /* Per client connection, from accept to close: its hang-up watch, the
@@ -31,6 +33,13 @@ struct fconn {
 	int fd;
 	ctx_t *head_timer;                /* client_header_timeout_ms */
 	ctx_watch_t head_watch;
+	/* TLS listeners only: the session (MHD's, gone before NOTIFY_CLOSED),
+	 * the certificate set it was accepted under, held until close so a
+	 * reload never frees what a handshake uses, and how it went. */
+	gnutls_session_t session;
+	struct tls_set *tls;
+	bool tls_up;                      /* the client's Finished arrived */
+	bool head_expired;                /* the head clock closed it */
 };
 
 struct front {
@@ -121,16 +130,26 @@ static void conn_on_head_timeout(ctx_t *t, void *arg)
 
 	if (ctx_cause(t) != CTX_CAUSE_DEADLINE_EXCEEDED)
 		return;
+	fc->head_expired = true;
+	if (fc->session && !fc->tls_up) {
+		/* the handshake itself was too slow: nothing to answer in */
+		shutdown(fc->fd, SHUT_RDWR);
+		return;
+	}
 	req_new_id(&fc->fr->env, id);
 	n = snprintf(resp, sizeof(resp), "HTTP/1.1 408 Request Timeout\r\n"
 		     "Content-Type: text/plain\r\nContent-Length: %zu\r\n"
 		     "X-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
 		     sizeof(body) - 1, id, body);
-	if (send(fc->fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+	/* MHD has sent nothing on this connection since its last response,
+	 * so the answer may go through the TLS session directly. */
+	if (fc->session ? gnutls_record_send(fc->session, resp, (size_t)n) < 0 :
+	    send(fc->fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		n = 0;
 	shutdown(fc->fd, SHUT_RDWR);
 	a.id = id;
 	a.client = fc->rc.client;
+	a.tls = fc->rc.tls;
 	a.method = "-";
 	a.path = "-";
 	a.status = 408;
@@ -203,6 +222,81 @@ static void conn_client_addr(struct MHD_Connection *c, char *buf, size_t len)
 	}
 }
 
+/* ---- TLS: certificates by SNI, and how each handshake went ---- */
+
+/* GnuTLS asks for the certificate once it has the ClientHello: pick it by
+ * SNI from the set the connection was accepted under.  MHD made the
+ * session's pointer its connection. */
+static int front_tls_cert(gnutls_session_t session,
+			  const gnutls_datum_t *req_ca_dn, int nreqs,
+			  const gnutls_pk_algorithm_t *pk_algos, int npk,
+			  gnutls_pcert_st **pcert, unsigned int *npcert,
+			  gnutls_privkey_t *key)
+{
+	struct MHD_Connection *c = gnutls_session_get_ptr(session);
+	struct fconn *fc = c ? conn_of(c) : NULL;
+	char name[256];
+	size_t len = sizeof(name);
+	unsigned int type;
+
+	(void)req_ca_dn;
+	(void)nreqs;
+	(void)pk_algos;
+	(void)npk;
+	if (!fc || !fc->tls)
+		return -1;
+	if (gnutls_server_name_get(session, name, &len, &type, 0) < 0 ||
+	    type != GNUTLS_NAME_DNS || len >= sizeof(name))
+		name[0] = '\0';
+	tls_set_pick(fc->tls, name, pcert, npcert, key);
+	return 0;
+}
+
+/* The client's Finished is the end of a handshake the server accepted
+ * (MHD enables no resumption, so the client always finishes last or, in
+ * TLS 1.2, just before the server's own Finished). */
+static int front_tls_hook(gnutls_session_t session, unsigned int htype,
+			  unsigned int when, unsigned int incoming,
+			  const gnutls_datum_t *msg)
+{
+	struct MHD_Connection *c = gnutls_session_get_ptr(session);
+	struct fconn *fc = c ? conn_of(c) : NULL;
+
+	(void)when;
+	(void)msg;
+	if (!fc || fc->tls_up || htype != GNUTLS_HANDSHAKE_FINISHED || !incoming)
+		return 0;
+	fc->tls_up = true;
+	fc->rc.tls = tls_version_name(gnutls_protocol_get_version(session));
+	metrics_tls_handshake(METRICS_TLS_OK);
+	return 0;
+}
+
+static void conn_tls_open(struct fconn *fc, struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	if (!ci || !ci->tls_session)
+		return;
+	fc->session = ci->tls_session;
+	fc->tls = tls_set_ref(fc->fr->env.gen->g->tls);
+	fc->rc.tls = "?";                 /* until the handshake says */
+	gnutls_handshake_set_hook_function(fc->session,
+					   GNUTLS_HANDSHAKE_FINISHED,
+					   GNUTLS_HOOK_POST, front_tls_hook);
+}
+
+/* A handshake that never finished: the head clock ran out, or the client
+ * left or spoke something else (plain HTTP, a refused version). */
+static void conn_tls_close(struct fconn *fc)
+{
+	if (fc->session && !fc->tls_up)
+		metrics_tls_handshake(fc->head_expired ? METRICS_TLS_TIMEOUT :
+				      METRICS_TLS_FAILED);
+	tls_set_unref(fc->tls);
+}
+
 static struct fconn *conn_open(struct front *fr, struct MHD_Connection *c)
 {
 	struct fconn *fc = calloc(1, sizeof(*fc));
@@ -211,6 +305,7 @@ static struct fconn *conn_open(struct front *fr, struct MHD_Connection *c)
 		return NULL;
 	fc->fr = fr;
 	fc->fd = conn_fd(c);
+	conn_tls_open(fc, c);
 	conn_client_addr(c, fc->rc.client, sizeof(fc->rc.client));
 	conn_head_arm(fc);
 	fc->hup.fd = fc->fd;
@@ -229,6 +324,7 @@ static void conn_close(struct fconn *fc)
 		loop_del(fc->fr->fenv.loop, &fc->hup);
 	req_conn_closed(&fc->rc);
 	ctx_timer_stop(&fc->head_timer, &fc->head_watch);
+	conn_tls_close(fc);
 	free(fc->uri);
 	free(fc);
 }
@@ -316,14 +412,35 @@ static void front_on_daemon_io(struct loop_io *io, uint32_t events)
 	fr->env.need_run = true;
 }
 
-static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd)
+/* A TLS listener takes its certificate from front_tls_cert() alone; the
+ * handshake is bounded by the head clock like the head itself. */
+static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd,
+					     bool tls)
 {
 	const struct config *cfg = fr->env.gen->g->cfg;
 	unsigned int timeout_s = (unsigned int)
 		((cfg->client_idle_timeout_ms + 999) / 1000);
+	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+		MHD_USE_ERROR_LOG;
 
-	return MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-				MHD_USE_ERROR_LOG,
+	if (tls)
+		return MHD_start_daemon(flags | MHD_USE_TLS,
+				0, front_accept, fr, front_on_request, fr,
+				MHD_OPTION_EXTERNAL_LOGGER, front_mhd_log, fr,
+				MHD_OPTION_HTTPS_CERT_CALLBACK, front_tls_cert,
+				MHD_OPTION_HTTPS_PRIORITIES,
+				tls_priorities(cfg->tls_min_version),
+				MHD_OPTION_LISTEN_SOCKET, fd,
+				MHD_OPTION_CONNECTION_LIMIT,
+				(unsigned int)(cfg->max_connections + 64),
+				MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+				MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+				(size_t)REQ_CONN_MEMORY,
+				MHD_OPTION_NOTIFY_COMPLETED, front_on_completed, fr,
+				MHD_OPTION_NOTIFY_CONNECTION, front_on_connection, fr,
+				MHD_OPTION_URI_LOG_CALLBACK, front_on_uri, fr,
+				MHD_OPTION_END);
+	return MHD_start_daemon(flags,
 				0, front_accept, fr, front_on_request, fr,
 				MHD_OPTION_EXTERNAL_LOGGER, front_mhd_log, fr,
 				MHD_OPTION_LISTEN_SOCKET, fd,
@@ -338,12 +455,12 @@ static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd)
 				MHD_OPTION_END);
 }
 
-static int front_add_daemon(struct front *fr, int fd)
+static int front_add_daemon(struct front *fr, int fd, bool tls)
 {
 	const union MHD_DaemonInfo *di;
 	struct loop_io *io = &fr->dio[fr->nd];
 
-	struct MHD_Daemon *d = front_start_daemon(fr, fd);
+	struct MHD_Daemon *d = front_start_daemon(fr, fd, tls);
 	int rc;
 
 	if (!d)
@@ -365,6 +482,7 @@ struct front *front_new(const struct front_env *env)
 {
 	struct front *fr = calloc(1, sizeof(*fr));
 	size_t i, n = env->gen->cfg->nlisten;
+	size_t first_tls = n - env->gen->cfg->nlisten_tls;
 
 	if (!fr)
 		return NULL;
@@ -380,7 +498,7 @@ struct front *front_new(const struct front_env *env)
 		return NULL;
 	}
 	for (i = 0; i < n; i++)
-		if (front_add_daemon(fr, env->listen_fds[i]) < 0)
+		if (front_add_daemon(fr, env->listen_fds[i], i >= first_tls) < 0)
 			goto fail;
 	return fr;
 fail:

@@ -9,13 +9,14 @@ struct gen_impl {
 	atomic_int refs;
 };
 
-struct gen *gen_new(struct config *cfg)
+struct gen *gen_new(struct config *cfg, struct tls_set *tls)
 {
 	struct gen_impl *g = calloc(1, sizeof(*g));
 
 	if (!g)
 		goto free_cfg;
 	g->pub.cfg = cfg;
+	g->pub.tls = tls;
 	g->pub.routes = route_table_new(cfg);
 	if (!g->pub.routes)
 		goto free_gen;
@@ -24,6 +25,7 @@ struct gen *gen_new(struct config *cfg)
 free_gen:
 	free(g);
 free_cfg:
+	tls_set_unref(tls);
 	config_free(cfg);
 	return NULL;
 }
@@ -41,6 +43,7 @@ void gen_unref(struct gen *g)
 	if (!g || atomic_fetch_sub(&gi->refs, 1) != 1)
 		return;
 	route_table_free(g->routes);
+	tls_set_unref(g->tls);
 	config_free(g->cfg);
 	free(gi);
 }

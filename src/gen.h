@@ -4,6 +4,7 @@
 
 #include "config.h"
 #include "route.h"
+#include "tls.h"
 
 /*
  * A reload makes a new generation; workers switch to it, while requests
@@ -14,11 +15,13 @@
 struct gen {
 	struct config *cfg;
 	struct route_table *routes;
+	struct tls_set *tls;      /* the TLS listeners' certificates, or NULL */
 };
 
-/* Take over cfg (freed with the generation) and build its route table.
- * Returns NULL on ENOMEM (cfg is freed). */
-struct gen *gen_new(struct config *cfg);
+/* Take over cfg and the reference on tls (may be NULL; both freed with the
+ * generation) and build its route table.  Returns NULL on ENOMEM (cfg and
+ * tls are released). */
+struct gen *gen_new(struct config *cfg, struct tls_set *tls);
 
 struct gen *gen_ref(struct gen *g);
 

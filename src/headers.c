@@ -387,7 +387,8 @@ static int emit_own(const struct headers_field *in, size_t n,
 	if (!rc)
 		rc = emit_xff(in, n, u->client_ip, emit, arg);
 	if (!rc)
-		rc = emit_str(emit, arg, "X-Forwarded-Proto", "http");
+		rc = emit_str(emit, arg, "X-Forwarded-Proto",
+			      u->https ? "https" : "http");
 	if (!rc && u->host)
 		rc = emit_str(emit, arg, "X-Forwarded-Host", u->host);
 	if (!rc)

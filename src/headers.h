@@ -85,6 +85,7 @@ struct headers_upstream {
 	const char *client_ip;       /* appended to X-Forwarded-For */
 	const char *request_id;      /* X-Request-Id */
 	const char *deadline_header; /* the client's copy is dropped; "" = none */
+	bool https;                  /* the client came over TLS: X-Forwarded-Proto */
 };
 
 /* Called once per field of the upstream head, in order. */

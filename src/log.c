@@ -336,6 +336,7 @@ struct access_field {
 static const struct access_field access_fields[] = {
 	{ "id", STR_FIELD(id) },
 	{ "client", STR_FIELD(client) },
+	{ "tls", STR_FIELD(tls), .optional = true },
 	{ "method", STR_FIELD(method) },
 	{ "path", STR_FIELD(path) },
 	{ "route", STR_FIELD(route) },

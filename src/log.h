@@ -10,6 +10,7 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 struct log_access {
 	const char *id;
 	const char *client;       /* "ip:port" */
+	const char *tls;          /* TLS version ("1.3"), NULL = plain */
 	const char *method;
 	const char *path;         /* raw request target */
 	const char *route;        /* NULL = no route */

@@ -27,6 +27,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "tls.h"
 #include "worker.h"
 
 #define CTXPROXY_VERSION "0.1.0"
@@ -153,10 +154,11 @@ static int open_listeners(const struct config *cfg, int *fds)
 			}
 			fds[(size_t)w * cfg->nlisten + i] = fd;
 		}
-		log_msg(LOG_INFO, "listening", "addr=%s%s%s:%d",
+		log_msg(LOG_INFO, "listening", "addr=%s%s%s:%d%s",
 			cfg->listen[i].ipv6 ? "[" : "",
 			cfg->listen[i].host[0] ? cfg->listen[i].host : "0.0.0.0",
-			cfg->listen[i].ipv6 ? "]" : "", port);
+			cfg->listen[i].ipv6 ? "]" : "", port,
+			i >= cfg->nlisten - cfg->nlisten_tls ? " tls=1" : "");
 	}
 	return 0;
 }
@@ -247,7 +249,9 @@ static bool needs_restart(const struct config *a, const struct config *b)
 {
 	size_t i;
 
-	if (a->nlisten != b->nlisten || a->workers != b->workers ||
+	if (a->nlisten != b->nlisten || a->nlisten_tls != b->nlisten_tls ||
+	    a->tls_min_version != b->tls_min_version ||
+	    a->workers != b->workers ||
 	    str_differ(a->admin, b->admin) ||
 	    a->max_connections != b->max_connections ||
 	    a->client_idle_timeout_ms != b->client_idle_timeout_ms)
@@ -265,26 +269,35 @@ static bool needs_restart(const struct config *a, const struct config *b)
 static void reload(struct daemon *d)
 {
 	struct config *cfg;
+	struct tls_set *tls = NULL;
 	struct gen *g;
 	int i;
 
 	sd_notify(0, "RELOADING=1");
 	cfg = config_load(d->path, stderr);
+	if (cfg && cfg->ntls_certs) {
+		tls = tls_set_load(cfg, stderr);
+		if (!tls) {
+			config_free(cfg);
+			cfg = NULL;
+		}
+	}
 	if (!cfg) {
 		log_msg(LOG_ERROR, "reload failed: the running configuration stays",
 			"path=%s", d->path);
 		goto ready;
 	}
 	if (needs_restart(d->gen->cfg, cfg))
-		log_msg(LOG_WARN, "listen, admin, workers, max_connections and "
-			"client_idle_timeout_ms changes need a restart", NULL);
+		log_msg(LOG_WARN, "listen, tls_listen, tls_min_version, admin, "
+			"workers, max_connections and client_idle_timeout_ms "
+			"changes need a restart", NULL);
 	if (metrics_assign_slots(cfg) < 0)
 		log_msg(LOG_WARN, "too many route names or servers: some share "
 			"metrics, some servers have no health state", NULL);
 	if (log_open_access(cfg->access_log, cfg->access_log_format) < 0)
 		log_msg(LOG_ERROR, "cannot open the new access log: the old stays",
 			"path=%s", cfg->access_log);
-	g = gen_new(cfg);
+	g = gen_new(cfg, tls);
 	if (!g)
 		goto ready;
 	for (i = 0; i < d->n; i++)
@@ -420,6 +433,7 @@ int main(int argc, char **argv)
 	struct options o = { 0 };
 	struct daemon d = { 0 };
 	struct config *cfg;
+	struct tls_set *tls = NULL;
 	int rc;
 
 	rc = parse_args(argc, argv, &o);
@@ -432,22 +446,31 @@ int main(int argc, char **argv)
 	cfg = config_load(o.config, stderr);
 	if (!cfg)
 		return 1;
+	if (cfg->ntls_certs) {
+		tls = tls_set_load(cfg, stderr);
+		if (!tls) {
+			config_free(cfg);
+			return 1;
+		}
+	}
 	if (metrics_assign_slots(cfg) < 0)
 		log_msg(LOG_WARN, "too many route names or servers: some share "
 			"metrics, some servers have no health state", NULL);
 	if (o.check) {
 		printf("%s: ok\n", o.config);
+		tls_set_unref(tls);
 		config_free(cfg);
 		return 0;
 	}
 	if (log_open_access(cfg->access_log, cfg->access_log_format) < 0) {
 		log_msg(LOG_ERROR, "cannot open the access log", "path=%s",
 			cfg->access_log);
+		tls_set_unref(tls);
 		config_free(cfg);
 		return 2;
 	}
 	d.path = o.config;
-	d.gen = gen_new(cfg);
+	d.gen = gen_new(cfg, tls);
 	if (!d.gen)
 		return 2;
 	curl_global_init(CURL_GLOBAL_DEFAULT);

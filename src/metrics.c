@@ -85,6 +85,9 @@ static atomic_int nservers = 1;
  * cheap enough, and the request path needs the total for max_connections. */
 static atomic_long connections;
 
+/* Once per TLS connection: shared like the connection count. */
+static atomic_ulong tls_handshakes[METRICS_TLS_N];
+
 static void bump(counter_t *c, uint64_t by)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) +
@@ -522,6 +525,20 @@ static void write_histograms(FILE *out, const struct sums *s)
 		   s->prop_count);
 }
 
+static void write_tls(FILE *out)
+{
+	static const char *const names[METRICS_TLS_N] = {
+		"ok", "failed", "timeout" };
+	int i;
+
+	family(out, "ctxproxy_tls_handshakes_total", "counter",
+	       "TLS listener handshakes by result (ok, failed, timeout).");
+	for (i = 0; i < METRICS_TLS_N; i++)
+		fprintf(out, "ctxproxy_tls_handshakes_total{result=\"%s\"} %lu\n",
+			names[i], atomic_load_explicit(&tls_handshakes[i],
+						       memory_order_relaxed));
+}
+
 static void write_gauges(FILE *out, const struct sums *s, int draining)
 {
 	family(out, "ctxproxy_inflight_requests", "gauge",
@@ -539,6 +556,14 @@ static void write_gauges(FILE *out, const struct sums *s, int draining)
 	       "Client deadline headers ignored as invalid.");
 	fprintf(out, "ctxproxy_invalid_deadline_headers_total %llu\n",
 		(unsigned long long)s->invalid_deadline);
+	write_tls(out);
+}
+
+void metrics_tls_handshake(enum metrics_tls result)
+{
+	if (result < METRICS_TLS_N)
+		atomic_fetch_add_explicit(&tls_handshakes[result], 1,
+					  memory_order_relaxed);
 }
 
 void metrics_connections_add(int delta)

@@ -77,6 +77,15 @@ void metrics_invalid_deadline(struct metrics_worker *m);
 /* A client connection opened (+1) or closed (-1).  Any thread. */
 void metrics_connections_add(int delta);
 
+/* How a TLS listener's handshake ended (see metrics_tls_handshake). */
+enum metrics_tls { METRICS_TLS_OK, METRICS_TLS_FAILED, METRICS_TLS_TIMEOUT,
+		   METRICS_TLS_N };
+
+/* Count a TLS handshake: ok once the client's Finished arrived; timeout
+ * when client_header_timeout_ms closed it first; failed when the
+ * connection closed otherwise before that.  Any thread. */
+void metrics_tls_handshake(enum metrics_tls result);
+
 /* Client connections open now, on every worker.  Any thread. */
 long metrics_connections(void);
 

@@ -334,6 +334,7 @@ static int req_upstream_head(void *arg, struct fetch *f,
 	u.client_ip = ip;
 	u.request_id = r->id;
 	u.deadline_header = r->cfg->deadline_header;
+	u.https = r->tls != NULL;
 	return headers_rewrite_request(v->f, v->n, &u, head_emit, f);
 }
 
@@ -524,6 +525,7 @@ static enum MHD_Result req_first(struct req *r, struct req_conn *rc,
 	if (r->query)
 		r->query++;
 	copy_trunc(r->client, sizeof(r->client), rc ? rc->client : "-");
+	r->tls = rc ? rc->tls : NULL;
 	req_set_id(r);
 	r->rc = rc;
 	if (rc)
@@ -616,6 +618,7 @@ static void req_log(struct req *r)
 		cause = child;
 	a.id = r->id;
 	a.client = r->client;
+	a.tls = r->tls;
 	a.method = r->method;
 	a.path = r->uri;
 	a.route = r->route ? r->route->name : NULL;

@@ -72,6 +72,7 @@ struct req_conn {
 	const char *uri;                 /* its raw target (a copy), or NULL */
 	const char *uri_raw;             /* the target in MHD's read buffer */
 	bool peer_gone;                  /* the client's FIN or RST was seen */
+	const char *tls;                 /* NULL: plain; TLS version, "1.3"... */
 	char client[64];                 /* "ip:port" */
 };
 

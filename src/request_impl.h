@@ -54,6 +54,7 @@ struct req {
 	char method[16];
 	char id[129];
 	char client[64];
+	const char *tls;                  /* static: NULL plain, else "1.3"... */
 };
 
 /* Phases only move forward (a request never streams twice). */
