@@ -209,6 +209,20 @@ class TLSListen(ProxyTest):
         self.assertLessEqual(p.fd_count(), base_fds, os.listdir("/proc/%d/fd" % p.pid))
         self.assertEqual(p.accesses(), [], "a handshake timeout is no request")
 
+    def test_slow_head_after_handshake_gets_408(self):
+        """The head clock goes on after the handshake: 408 inside the TLS session."""
+        b = self.start_backend()
+        p = self.start_tls(b)
+        c = TLSClient(p.tls_port)
+        t0 = time.monotonic()
+        c.send(b"GET /never-finished HTTP/1.1\r\nHost: localhost\r\n")
+        resp = c.read_head(timeout=HEAD_TIMEOUT_MS / 1000 + SLACK)
+        self.assertEqual(resp.status, 408)
+        self.assertWithin(time.monotonic() - t0, HEAD_TIMEOUT_MS / 1000 - 0.1,
+                          HEAD_TIMEOUT_MS / 1000 + SLACK, "408 after (s)")
+        self.assertAccess(p.access("-"), status=408, tls="1.3", cause="client_header_timeout")
+        self.assertEqual(b.requests(), [])
+
     def test_plaintext_on_tls_port(self):
         b = self.start_backend()
         p = self.start_tls(b)
