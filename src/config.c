@@ -597,32 +597,13 @@ struct config *config_load_string(const char *name, const char *text, FILE *err)
 	return load_text(&ld, text, NULL);
 }
 
-/* *p made relative to dir when it is relative: certificate files are
- * found like @include files, next to the configuration. */
-static int path_under(char **p, const char *dir)
-{
-	size_t n;
-	char *abs;
-
-	if (!*p || (*p)[0] == '/')
-		return 0;
-	n = strlen(dir) + strlen(*p) + 2;
-	abs = malloc(n);
-	if (!abs)
-		return -ENOMEM;
-	snprintf(abs, n, "%s/%s", dir, *p);
-	free(*p);
-	*p = abs;
-	return 0;
-}
-
 static int resolve_tls_paths(struct config *cfg, const char *dir)
 {
 	size_t i;
 
 	for (i = 0; i < cfg->ntls_certs; i++)
-		if (path_under(&cfg->tls_certs[i].cert, dir) < 0 ||
-		    path_under(&cfg->tls_certs[i].key, dir) < 0)
+		if (config_path_under(&cfg->tls_certs[i].cert, dir) < 0 ||
+		    config_path_under(&cfg->tls_certs[i].key, dir) < 0)
 			return -ENOMEM;
 	return 0;
 }

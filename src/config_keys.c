@@ -1,6 +1,8 @@
 /* config_keys.c - loading a config: tables of keys applied to libconfig groups, and each problem blamed on its FILE:LINE. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,4 +141,21 @@ uint64_t config_apply_group(struct config_loader *ld, const config_setting_t *g,
 		apply_key(ld, s, &keys[k], obj);
 	}
 	return seen;
+}
+
+int config_path_under(char **p, const char *dir)
+{
+	size_t n;
+	char *abs;
+
+	if (!*p || (*p)[0] == '/')
+		return 0;
+	n = strlen(dir) + strlen(*p) + 2;
+	abs = malloc(n);
+	if (!abs)
+		return -ENOMEM;
+	snprintf(abs, n, "%s/%s", dir, *p);
+	free(*p);
+	*p = abs;
+	return 0;
 }

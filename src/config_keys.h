@@ -72,4 +72,9 @@ uint64_t config_apply_group(struct config_loader *ld, const config_setting_t *g,
 			    const struct config_key *keys, size_t nkeys,
 			    void *obj, const char *where);
 
+/* Files a configuration names are found like @include files, next to
+ * it: *p, when relative, becomes "dir/p" (the old string freed).  0 or
+ * -ENOMEM (*p unchanged). */
+int config_path_under(char **p, const char *dir);
+
 #endif

@@ -251,24 +251,15 @@ static bool tls_file(struct config_loader *ld, const config_setting_t *s,
 		     char **path, const char *key)
 {
 	struct stat st;
-	size_t n;
-	char *abs;
 	int fd, err;
 
 	if (!**path) {
 		config_complain(ld, s, "'%s' must not be empty", key);
 		return false;
 	}
-	if (**path != '/' && ld->dir) {
-		n = strlen(ld->dir) + strlen(*path) + 2;
-		abs = malloc(n);
-		if (!abs) {
-			config_complain(ld, s, "out of memory");
-			return false;
-		}
-		snprintf(abs, n, "%s/%s", ld->dir, *path);
-		free(*path);
-		*path = abs;
+	if (ld->dir && config_path_under(path, ld->dir) < 0) {
+		config_complain(ld, s, "out of memory");
+		return false;
 	}
 	fd = open(*path, O_RDONLY | O_CLOEXEC);
 	err = fd < 0 ? errno : fstat(fd, &st) < 0 ? errno :
