@@ -423,36 +423,34 @@ static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd,
 	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
 		MHD_USE_ERROR_LOG;
 
-	if (tls)
-		return MHD_start_daemon(flags | MHD_USE_TLS,
-				0, front_accept, fr, front_on_request, fr,
-				MHD_OPTION_EXTERNAL_LOGGER, front_mhd_log, fr,
-				MHD_OPTION_HTTPS_CERT_CALLBACK, front_tls_cert,
-				MHD_OPTION_HTTPS_PRIORITIES,
-				tls_priorities(cfg->tls_min_version),
-				MHD_OPTION_LISTEN_SOCKET, fd,
-				MHD_OPTION_CONNECTION_LIMIT,
-				(unsigned int)(cfg->max_connections + 64),
-				MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-				MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-				(size_t)REQ_CONN_MEMORY,
-				MHD_OPTION_NOTIFY_COMPLETED, front_on_completed, fr,
-				MHD_OPTION_NOTIFY_CONNECTION, front_on_connection, fr,
-				MHD_OPTION_URI_LOG_CALLBACK, front_on_uri, fr,
-				MHD_OPTION_END);
-	return MHD_start_daemon(flags,
-				0, front_accept, fr, front_on_request, fr,
-				MHD_OPTION_EXTERNAL_LOGGER, front_mhd_log, fr,
-				MHD_OPTION_LISTEN_SOCKET, fd,
-				MHD_OPTION_CONNECTION_LIMIT,
-				(unsigned int)(cfg->max_connections + 64),
-				MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-				MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-				(size_t)REQ_CONN_MEMORY,
-				MHD_OPTION_NOTIFY_COMPLETED, front_on_completed, fr,
-				MHD_OPTION_NOTIFY_CONNECTION, front_on_connection, fr,
-				MHD_OPTION_URI_LOG_CALLBACK, front_on_uri, fr,
-				MHD_OPTION_END);
+	struct MHD_OptionItem o[] = {
+		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)front_mhd_log, fr },
+		{ MHD_OPTION_LISTEN_SOCKET, fd, NULL },
+		{ MHD_OPTION_CONNECTION_LIMIT,
+		  (intptr_t)(cfg->max_connections + 64), NULL },
+		{ MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)timeout_s, NULL },
+		{ MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)REQ_CONN_MEMORY,
+		  NULL },
+		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)front_on_completed, fr },
+		{ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)front_on_connection,
+		  fr },
+		{ MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)front_on_uri, fr },
+		/* the TLS listener's two, or the end */
+		{ MHD_OPTION_END, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
+	size_t n = sizeof(o) / sizeof(o[0]) - 3;
+
+	if (tls) {
+		flags |= MHD_USE_TLS;
+		o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_CERT_CALLBACK, 0,
+			(void *)(intptr_t)front_tls_cert };
+		o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0,
+			(void *)tls_priorities(cfg->tls_min_version) };
+	}
+	return MHD_start_daemon(flags, 0, front_accept, fr, front_on_request, fr,
+				MHD_OPTION_ARRAY, o, MHD_OPTION_END);
 }
 
 static int front_add_daemon(struct front *fr, int fd, bool tls)
