@@ -3,7 +3,8 @@
 
 usage: bench.py [--smoke] [--out FILE.md] [--json FILE] [--only CASES] [--proxies LIST]
                 [--failover-log]
-  CASES: comma list of throughput,browser,cancel,longpoll,stream,failover (default: all)
+  CASES: comma list of throughput,browser,cancel,longpoll,stream,failover,
+         tls-keepalive,tls-handshake (default: all)
   LIST:  comma list of ctxproxy,nginx,haproxy (default: all; for debugging)
 
 Every process it starts (backends, proxies, clients) is a child with
@@ -29,7 +30,13 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     GET /fast, and one backend SIGKILLed 1/3 into the run; requests/s and
     client errors (non-2xx/3xx, socket errors).  --failover-log turns on
     ctxproxy's access log for it and summarises it in the notes.
---smoke: 1 s wrk runs (browser: C = 50 only; failover 2 s), 1,000
+ 6. tls-keepalive / tls-handshake: the proxies terminate TLS 1.3 with one
+    ECDSA P-256 certificate made at start (openssl CLI), no session
+    tickets or cache; wrk -t1 -c50 over https to the throughput case's
+    backend.  tls-keepalive: keep-alive GETs, 1 and 2 workers;
+    tls-handshake: `Connection: close` on every request, so each one is a
+    new connection with a full handshake, 1 worker.
+--smoke: 1 s wrk runs (browser: C = 50 only; failover 2 s; TLS 1 worker), 1,000
 long-polls, 64 MiB transfers, 1 s grace.
 Each run also records how much CPU other processes took meanwhile
 (CpuWatch): a note flags any run above 10%.
@@ -57,16 +64,16 @@ ROOT = os.path.dirname(HERE)
 CTXPROXY = os.path.join(ROOT, "build", "ctxproxy")
 BACKEND = os.path.join(ROOT, "build", "tests", "backend")
 PROXIES = ("ctxproxy", "nginx", "haproxy")
-ALL_CASES = "throughput,browser,cancel,longpoll,stream,failover"
+ALL_CASES = "throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,tls-handshake"
 PY = sys.executable or "python3"
 
 FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
-            browser_conns=(50, 256),
+            browser_conns=(50, 256), tls_workers=(1, 2), tls_hs_workers=(1,),
             cancel_ns=(1, 100, 1000), cancel_reps={1: 100, 100: 10, 1000: 3}, cancel_grace=5.0,
             lp_n=10000, lp_hold=20.0,
             stream_bytes=1 << 30, fo_secs=10, fo_conns=50, budget=570)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
-             browser_conns=(50,),
+             browser_conns=(50,), tls_workers=(1,), tls_hs_workers=(1,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
              lp_n=1000, lp_hold=3.0,
              stream_bytes=64 << 20, fo_secs=2, fo_conns=50, budget=70)
@@ -123,6 +130,11 @@ TP_VARIANTS = (("throughput", (), "conns"), ("browser", BROWSER_HEADERS, "browse
 # requests/s >= ENGINE_RPS[workers] x nginx's and p99 <= ENGINE_P99 x nginx's.
 ENGINE_RPS = {1: 0.75, 2: 0.9}
 ENGINE_P99 = 1.3
+# The TLS cases: clients per wrk run, and ctxproxy's targets against nginx
+# (keep-alive requests/s; full handshakes/s).
+TLS_CONNS = 50
+TLS_KEEPALIVE_RPS = 0.75
+TLS_HANDSHAKE_RPS = 0.7
 
 
 def request_head(headers, port=80, path="/"):
@@ -342,19 +354,46 @@ http {{
                            "-c", conf, "-g", f"daemon off; pid {self.tmp}/{name}.pid;"],
                     self.tmp, stop_sig=signal.SIGTERM)
 
+    def tls_cert(self):
+        """(cert, key, combined) PEM paths of one self-signed ECDSA P-256
+        certificate for 127.0.0.1, made with the openssl CLI on first use;
+        every proxy of the TLS cases serves it (HAProxy wants the
+        combined file)."""
+        if getattr(self, "_tls_cert", None):
+            return self._tls_cert
+        cert, key = (os.path.join(self.tmp, "bench-tls." + e) for e in ("pem", "key"))
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                            "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "2",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl req failed: {r.stderr.strip()[-300:]}")
+        both = os.path.join(self.tmp, "bench-tls.both.pem")
+        with open(both, "w") as out, open(cert) as c, open(key) as k:
+            out.write(c.read() + k.read())
+        self._tls_cert = (cert, key, both)
+        return self._tls_cert
+
     def start_proxy(self, kind, workers, bport, conns, nginx_extra="", wrap=(), wait_s=5.0,
-                    access_log=False):
+                    access_log=False, tls=False):
         """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients.
         bport may be a list of ports: a pool of servers with retries and
         passive ejection (the failover case; see POOL_* for the settings).
         ctxproxy only: `wrap` is put before its argv (valgrind, for
         bench/profile.py), and it gets `wait_s` seconds to start listening;
         a pool also gets an admin listener (p.admin_port, for /metrics) and,
-        with access_log, its access log in TMP/NAME.access.log (p.access_log)."""
+        with access_log, its access log in TMP/NAME.access.log (p.access_log).
+        tls: the proxy listens for TLS 1.3 only, with tls_cert(), and no
+        session tickets or session cache (ctxproxy has neither); ctxproxy
+        then also gets an admin listener, for its handshake counter."""
         name = self.name(kind)
         conf = os.path.join(self.tmp, name + ".conf")
         bports = list(bport) if isinstance(bport, (list, tuple)) else [bport]
         pool = len(bports) > 1
+        admin = pool or tls
+        if tls:
+            cert, key, both = self.tls_cert()
         if kind == "ctxproxy":
             log_path = os.path.join(self.tmp, name + ".access.log")
             if pool:
@@ -364,7 +403,10 @@ http {{
             else:
                 route = f'name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bports[0]}";'
             with open(conf, "w") as f:
-                f.write(f"""listen = "127.0.0.1:0";
+                listen = (f'tls_listen = "127.0.0.1:0"; tls_min_version = "1.3";\n'
+                          f'tls_certificates = ( {{ cert = "{cert}"; key = "{key}"; }} );'
+                          if tls else 'listen = "127.0.0.1:0";')
+                f.write(f"""{listen}
 workers = {workers};
 max_connections = {max(conns + 1000, 20000)};
 client_idle_timeout_ms = 300000;
@@ -372,7 +414,7 @@ max_body_bytes = 4294967296L;
 shutdown_grace_ms = 200;
 access_log = "{log_path if access_log else "off"}";
 upstream_keepalive = 1024;
-{'admin = "127.0.0.1:0";' if pool else ''}
+{'admin = "127.0.0.1:0";' if admin else ''}
 defaults = {{ connect_timeout_ms = 5000; timeout_ms = 600000; }};
 routes = ( {{ {route} }} );
 """)
@@ -381,7 +423,7 @@ routes = ( {{ {route} }} );
             p.access_log = log_path if access_log else None
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and p.poll() is None and \
-                    (p.port is None or (pool and p.admin_port is None)):
+                    (p.port is None or (admin and p.admin_port is None)):
                 with open(p.err_path, errors="replace") as f:
                     text = f.read()
                 m = re.search(r"msg=listening addr=127\.0\.0\.1:(\d+)", text)
@@ -390,7 +432,7 @@ routes = ( {{ {route} }} );
                     p.port = int(m.group(1))
                 if a:
                     p.admin_port = int(a.group(1))
-                if p.port is None or (pool and p.admin_port is None):
+                if p.port is None or (admin and p.admin_port is None):
                     time.sleep(0.01)
             if p.port is None or not wait_port(p.port, p, wait_s):
                 p.stop()
@@ -405,6 +447,13 @@ routes = ( {{ {route} }} );
             servers = "\n".join(f"        server 127.0.0.1:{b};" for b in bports)
             if pool:
                 nginx_extra += f"\n            {POOL_NGINX}"
+            listen_tls = ""
+            if tls:
+                listen_tls = (f" ssl;\n        ssl_certificate {cert};\n"
+                              f"        ssl_certificate_key {key};\n"
+                              f"        ssl_protocols TLSv1.3;\n"
+                              f"        ssl_session_tickets off;\n"
+                              f"        ssl_session_cache off")
             with open(conf, "w") as f:
                 f.write(f"""worker_processes {workers};
 worker_rlimit_nofile {max(self.nofile, 1024)};
@@ -427,7 +476,7 @@ http {{
         keepalive_timeout 300s;
     }}
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen 127.0.0.1:{port} reuseport backlog=4096{listen_tls};
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -452,10 +501,13 @@ http {{
             servers = "\n".join(f"    server s{i + 1} 127.0.0.1:{b}"
                                 for i, b in enumerate(bports))
             pool_lines = "".join(f"\n    {line}" for line in POOL_HAPROXY) if pool else ""
+            # TLS: 1.3 only, no tickets, no session cache (cachesize 0).
+            tls_global = "\n    tune.ssl.cachesize 0" if tls else ""
+            bind_tls = f" ssl crt {both} ssl-min-ver TLSv1.3 no-tls-tickets" if tls else ""
             with open(conf, "w") as f:
                 f.write(f"""global
     maxconn {maxconn}
-    nbthread {workers}
+    nbthread {workers}{tls_global}
 
 defaults
     mode http
@@ -467,7 +519,7 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:{port} backlog 4096
+    bind 127.0.0.1:{port} backlog 4096{bind_tls}
     default_backend be
 
 backend be{pool_lines}
@@ -536,14 +588,15 @@ backend be{pool_lines}
 
     # ---- case 1: throughput ----
 
-    def wrk_run(self, port, conns, secs, pids=(), headers=(), path="/", at=None):
+    def wrk_run(self, port, conns, secs, pids=(), headers=(), path="/", at=None,
+                scheme="http"):
         """wrk's figures, plus the CPU time pids used per request.  With
         at = (S, fn), fn() is called S seconds after wrk was started and
         what it returns is out["at"]."""
         argv = [self.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s"]
         for k, v in headers:
             argv += ["-H", f"{k}: {v}"]
-        argv.append(f"http://127.0.0.1:{port}{path}")
+        argv.append(f"{scheme}://127.0.0.1:{port}{path}")
         cpu0 = cpu_ticks(pids)
         fired = None
         with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -838,6 +891,75 @@ backend be{pool_lines}
                 what += f"; its log: {res['log']}"
             self.notes.append(what)
 
+    # ---- case 6: TLS termination ----
+
+    def case_tls(self, which):
+        """wrk over https through each proxy (TLS 1.3, tls_cert(), no
+        resumption) to the nginx `return 200` backend of the throughput
+        case.  tls-keepalive: keep-alive GETs.  tls-handshake: every request
+        with `Connection: close`, so each proxy closes after its answer and
+        wrk connects again with a full handshake (its SSL object keeps the
+        old session, but no proxy here issues tickets or keeps a session
+        cache, so nothing is resumed; ctxproxy's handshake counter checks)."""
+        cfg = self.cfg
+        self.notes.append("TLS cases: TLS 1.3 only (ctxproxy tls_min_version \"1.3\", nginx "
+                          "ssl_protocols TLSv1.3, HAProxy ssl-min-ver TLSv1.3), one self-signed "
+                          "ECDSA P-256 certificate made at start (openssl req) for all three; "
+                          "no session tickets or session cache anywhere (nginx "
+                          "ssl_session_tickets off + ssl_session_cache off, HAProxy "
+                          "no-tls-tickets + tune.ssl.cachesize 0; ctxproxy has neither); "
+                          "wrk over https, tls-handshake with -H 'Connection: close' (every "
+                          "request on a new connection, full handshake)")
+        fast = self.start_fast_backend()
+        fast.keep = True
+        try:
+            for name in which:
+                hs = name == "tls-handshake"
+                headers = (("Connection", "close"),) if hs else ()
+                for w in cfg["tls_hs_workers" if hs else "tls_workers"]:
+                    case = f"{name} w={w} c={TLS_CONNS}"
+                    print(f"{case}:", file=sys.stderr, flush=True)
+                    for proxy in PROXIES:
+                        def go(proxy=proxy, w=w, headers=headers, hs=hs):
+                            p = self.start_proxy(proxy, w, fast.port, TLS_CONNS, tls=True)
+                            if cfg["warmup_secs"]:
+                                self.wrk_run(p.port, TLS_CONNS, cfg["warmup_secs"],
+                                             headers=headers, scheme="https")
+                            before = tls_handshakes(p.admin_port) if proxy == "ctxproxy" \
+                                else None
+                            out = self.wrk_run(p.port, TLS_CONNS, cfg["wrk_secs"], p.pids(),
+                                               headers=headers, scheme="https")
+                            if out["rps"] is None:
+                                raise RuntimeError("wrk gave no figures")
+                            if before is not None:
+                                after = tls_handshakes(p.admin_port)
+                                if after is not None:
+                                    out["handshakes"] = after - before
+                            if p.poll() is not None:
+                                raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
+                            return out
+
+                        res = self.run_one(case, proxy, go) or {}
+                        unit = "handshake" if hs else "request"
+                        self.row(case, "handshakes/s" if hs else "req/s",
+                                 {proxy: res.get("rps")}, "{:.0f}")
+                        self.row(case, "p50 ms", {proxy: res.get("p50_ms")}, "{:.3f}")
+                        self.row(case, "p99 ms", {proxy: res.get("p99_ms")}, "{:.3f}")
+                        self.row(case, f"proxy CPU us/{unit}",
+                                 {proxy: res.get("cpu_us_per_req")}, "{:.1f}")
+                        self.row(case, "errors", {proxy: res.get("errors")}, "{:.0f}")
+                        if res.get("errors"):
+                            self.notes.append(f"{case} / {proxy}: {res['errors']} non-2xx "
+                                              f"responses or socket errors")
+                        if hs and res.get("handshakes") is not None and res.get("requests"):
+                            self.notes.append(
+                                f"{case} / ctxproxy: {res['handshakes']} full handshakes "
+                                f"(ctxproxy_tls_handshakes_total ok) for {res['requests']} "
+                                f"requests")
+        finally:
+            fast.keep = False
+            fast.stop()
+
     # ---- report ----
 
     def table(self):
@@ -921,6 +1043,23 @@ backend be{pool_lines}
             (f"; req/s {cr / nr:.2f}x nginx" if cr is not None and nr else "")
         out.append((f"{case}: no client errors for GETs while a backend is killed",
                     verdict(ok), detail))
+        for name, key, metric, k in (("tls-keepalive", "tls_workers", "req/s", TLS_KEEPALIVE_RPS),
+                                     ("tls-handshake", "tls_hs_workers", "handshakes/s",
+                                      TLS_HANDSHAKE_RPS)):
+            for w in self.cfg[key]:
+                case = f"{name} w={w} c={TLS_CONNS}"
+                cr, nr = val(case, metric, "ctxproxy"), val(case, metric, "nginx")
+                unit = "handshake" if metric == "handshakes/s" else "request"
+                cc = val(case, f"proxy CPU us/{unit}", "ctxproxy")
+                nc = val(case, f"proxy CPU us/{unit}", "nginx")
+                ok = None if None in (cr, nr) or not nr else cr >= k * nr
+                detail = "-" if ok is None else f"{cr / nr:.2f}x ({cr:.0f} vs {nr:.0f} {metric})"
+                if ok is not None and cc and nc:
+                    # On 2 cores wrk's own handshakes can cap the rate:
+                    # CPU per unit says what a saturated proxy would do.
+                    detail += (f"; CPU/{unit} {cc / nc:.2f}x ({cc:.0f} vs {nc:.0f} us), "
+                               f"i.e. {nc / cc:.2f}x nginx's {unit}s per CPU-second")
+                out.append((f"{case}: {metric} >= {k}x nginx", verdict(ok), detail))
         return out
 
     def report(self):
@@ -959,7 +1098,8 @@ backend be{pool_lines}
               f"{'' if self.args.only == ALL_CASES else ' --only ' + self.args.only}"
               f"{' --failover-log' if self.args.failover_log else ''}` "
               f"({elapsed:.0f} s)",
-              f"- proxy workers: as in the case name for throughput, browser and failover, "
+              f"- proxy workers: as in the case name for throughput, browser, failover "
+              f"and TLS, "
               f"{WORKERS} for the "
               f"other cases",
               f"- cancel rounds pooled: {self.cfg['cancel_reps']} (N: rounds; others 1)",
@@ -1044,6 +1184,17 @@ def pool_metrics(admin_port, names):
             up.append(f"{_port_name(labels.get('server'), names)} {v:.0f}")
     return (f"{', '.join(sorted(attempts)) or 'none'}; retries: "
             f"{', '.join(sorted(retries)) or 'none'}; up: {', '.join(sorted(up))}")
+
+
+def tls_handshakes(admin_port):
+    """ctxproxy_tls_handshakes_total{result="ok"} from ctxproxy's /metrics, or None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    m = re.search(r'^ctxproxy_tls_handshakes_total\{result="ok"\}\s+(\S+)', text, re.M)
+    return int(float(m.group(1))) if m else None
 
 
 def access_summary(path, names):
@@ -1292,6 +1443,12 @@ def main():
             b.case_stream()
         if "failover" in cases:
             b.case_failover()
+        tls_cases = [c for c in ("tls-keepalive", "tls-handshake") if c in cases]
+        if tls_cases:
+            try:
+                b.case_tls(tls_cases)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                b.record(",".join(tls_cases), "all", error=f"{type(e).__name__}: {e}")
     finally:
         stop_all()
         if os.environ.get("BENCH_KEEP_TMP") == "1":

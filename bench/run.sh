@@ -2,7 +2,8 @@
 # run.sh - benchmark ctxproxy against nginx and HAProxy on loopback (see bench/bench.py).
 # usage: bench/run.sh [--smoke] [--out FILE.md] [--json FILE] [--only CASES]
 #                     [--failover-log]
-#   CASES: throughput,browser,cancel,longpoll,stream,failover (default: all)
+#   CASES: throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,
+#          tls-handshake (default: all)
 #   full run: < 10 min, writes the table to bench/last-run.md as well;
 #   --smoke:  every case briefly (< 60 s), just proves the scripts work;
 #             writes no file unless --out is given.
