@@ -7,7 +7,7 @@
 
 #include "fetch.h"
 #include "log.h"
-#include "request_impl.h"
+#include "request_life.h"
 
 #define REQ_BLOCK_SIZE (16 * 1024)
 /* What libmicrohttpd adds to a response head (status line, Date,
