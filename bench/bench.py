@@ -76,7 +76,7 @@ SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
              browser_conns=(50,), tls_workers=(1,), tls_hs_workers=(1,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
              lp_n=1000, lp_hold=3.0,
-             stream_bytes=64 << 20, fo_secs=2, fo_conns=50, budget=70)
+             stream_bytes=64 << 20, fo_secs=2, fo_conns=50, budget=75)
 WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
 # The failover case: two servers per proxy, each proxy's idiomatic retry and
 # passive-health settings, written out (ctxproxy's are its defaults).

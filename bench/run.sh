@@ -5,7 +5,7 @@
 #   CASES: throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,
 #          tls-handshake (default: all)
 #   full run: < 10 min, writes the table to bench/last-run.md as well;
-#   --smoke:  every case briefly (< 60 s), just proves the scripts work;
+#   --smoke:  every case briefly (~60 s), just proves the scripts work;
 #             writes no file unless --out is given.
 # Needs wrk, nginx and haproxy (scripts/deps.sh bench installs them; exit 3
 # when one is missing) and
