@@ -17,8 +17,10 @@ struct tunnel;
  *
  * Memory: at most one TUNNEL_BUF_SIZE buffer per direction, taken when a
  * side has bytes to read and given back as soon as it is drained, so an
- * idle tunnel holds no buffer.  Reading a side stops while its buffer
- * still holds bytes the other side has not taken (backpressure).
+ * idle tunnel holds no buffer: it costs its struct (456 bytes on x86-64)
+ * and, when idle_ms or max_ms is set, one timer context (136 bytes) and
+ * its slot in the root's deadline heap.  Reading a side stops while its
+ * buffer still holds bytes the other side has not taken (backpressure).
  *
  * The tunnel never close()s a socket: the owner does, after the report
  * (or after tunnel_free).  "Closed" below means shut down: the FIN (or,
@@ -123,7 +125,8 @@ struct tunnel *tunnel_new(struct loop *loop, ctx_t *ctx,
 			  const struct tunnel_owner *owner);
 
 /* Register the ends and start relaying (the extra bytes first).  Returns
- * 0, or -errno from the loop (nothing registered, no report: free it).
+ * 0, or -errno from the loop (nothing registered, no report: free it; a
+ * TUNNEL_REG_MOD fd is then out of the loop altogether).
  * A tunnel that ends at once still reports later, from the loop. */
 int tunnel_start(struct tunnel *t);
 
