@@ -104,6 +104,8 @@ TEST_PKGS_health := libcurl
 TEST_OBJS_tls := tls config config_keys config_upstream config_syntax config_text headers
 TEST_PKGS_tls := gnutls libconfig
 TEST_OBJS_tunnel := tunnel loop context
+TEST_OBJS_curlmux := curlmux loop context
+TEST_PKGS_curlmux := libcurl
 TEST_PKGS_tunnel :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.

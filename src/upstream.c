@@ -1,4 +1,4 @@
-/* upstream.c - connections to backends: libcurl connects, ctxproxy owns the socket (plain) or watches it (TLS); per-worker idle pools. */
+/* upstream.c - connections to backends: libcurl connects (through the worker's curlmux), ctxproxy owns the socket (plain) or watches it (TLS); per-worker idle pools. */
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
@@ -12,23 +12,11 @@
 
 #include "config_route.h"
 #include "context.h"
+#include "curlmux.h"
 #include "invariant.h"
 #include "log.h"
 #include "loop.h"
 #include "upstream.h"
-
-/* A socket libcurl uses while it connects, in the worker's epoll set as
- * long as libcurl wants events from it. */
-struct csock {
-	struct loop_io io;
-	struct upstream *up;
-	uint32_t events;                 /* what epoll watches now */
-	bool added;                      /* in the epoll set */
-	bool taken;                      /* ours now: libcurl must not close it */
-	bool quiet;                      /* a TLS connection's: in its uconn's
-					    registration, libcurl's wishes
-					    ignored */
-};
 
 /* The connections to one upstream server: its pool key (the origin, and
  * for https the TLS settings). */
@@ -63,13 +51,10 @@ struct upstream {
 	struct loop *loop;
 	char *bufs[UPSTREAM_BUF_POOL];   /* idle UPSTREAM_BUF_SIZE blocks */
 	int nbufs;
-	CURLM *multi;
+	struct curlmux *mux;             /* libcurl, connecting */
 	CURLSH *share;                   /* TLS sessions, made on first use */
-	int64_t timer_at;                /* libcurl's, or CTX_NO_DEADLINE */
 	struct upstream_job *jobs, *jobs_tail;
 	int fins;                        /* FINs sent since the last dispatch */
-	struct csock **socks;            /* by descriptor */
-	size_t nsocks;
 	struct upool *pools;
 	struct uconn *all;
 	struct uconn *lru_new, *lru_old; /* idle connections, newest first */
@@ -156,160 +141,6 @@ int upstream_dispatch(struct upstream *up)
 		job->fn(job);            /* may free job's owner */
 	}
 	return n;
-}
-
-/* ---- libcurl's sockets while it connects ---- */
-
-static void upstream_check_done(struct upstream *up);
-
-static int csock_watch(struct csock *cs, uint32_t events)
-{
-	int rc;
-
-	if (cs->added && cs->events == events)
-		return 0;
-	if (!events) {
-		rc = cs->added ? loop_del(cs->up->loop, &cs->io) : 0;
-		cs->added = false;
-		return rc;
-	}
-	rc = cs->added ? loop_mod(cs->up->loop, &cs->io, events) :
-		loop_add(cs->up->loop, &cs->io, events);
-	if (rc == 0) {
-		cs->added = true;
-		cs->events = events;
-	}
-	return rc;
-}
-
-static void csock_drop(struct upstream *up, struct csock *cs)
-{
-	csock_watch(cs, 0);
-	up->socks[cs->io.fd] = NULL;
-	free(cs);
-}
-
-static struct csock *csock_of(const struct upstream *up, curl_socket_t s)
-{
-	return s >= 0 && (size_t)s < up->nsocks ? up->socks[s] : NULL;
-}
-
-static void csock_on_io(struct loop_io *io, uint32_t events)
-{
-	struct upstream *up = ((struct csock *)io)->up;
-	int mask = 0, running;
-
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
-		mask |= CURL_CSELECT_IN;
-	if (events & EPOLLOUT)
-		mask |= CURL_CSELECT_OUT;
-	if (events & EPOLLERR)
-		mask |= CURL_CSELECT_ERR;
-	curl_multi_socket_action(up->multi, io->fd, mask, &running);
-	upstream_check_done(up);
-}
-
-/* The table slot for s, growing the table as needed. */
-static struct csock **csock_slot(struct upstream *up, curl_socket_t s)
-{
-	struct csock **t;
-	size_t n;
-
-	if ((size_t)s < up->nsocks)
-		return &up->socks[s];
-	n = up->nsocks ? up->nsocks : 64;
-	while (n <= (size_t)s)
-		n *= 2;
-	t = realloc(up->socks, n * sizeof(*t));
-	if (!t)
-		return NULL;
-	memset(t + up->nsocks, 0, (n - up->nsocks) * sizeof(*t));
-	up->socks = t;
-	up->nsocks = n;
-	return &up->socks[s];
-}
-
-static struct csock *csock_new(struct upstream *up, curl_socket_t s)
-{
-	struct csock **slot = csock_slot(up, s), *cs;
-
-	if (!slot)
-		return NULL;
-	free(*slot);                     /* a stale entry: its file is gone */
-	cs = calloc(1, sizeof(*cs));
-	*slot = cs;
-	if (!cs)
-		return NULL;
-	cs->io.fd = s;
-	cs->io.fn = csock_on_io;
-	cs->up = up;
-	return cs;
-}
-
-static int upstream_on_socket(CURL *easy, curl_socket_t s, int what,
-			      void *userp, void *socketp)
-{
-	struct upstream *up = userp;
-	struct csock *cs = csock_of(up, s);
-	uint32_t ev = 0;
-
-	(void)easy;
-	(void)socketp;
-	if (cs && (cs->taken || cs->quiet))
-		return 0;
-	if (what == CURL_POLL_REMOVE)
-		return cs ? csock_watch(cs, 0) : 0;
-	if (what & CURL_POLL_IN)
-		ev |= EPOLLIN;
-	if (what & CURL_POLL_OUT)
-		ev |= EPOLLOUT;
-	if (!cs)
-		cs = csock_new(up, s);   /* e.g. the resolver's */
-	if (!cs)
-		return -1;
-	return csock_watch(cs, ev) < 0 ? -1 : 0;
-}
-
-static curl_socket_t upstream_on_open(void *clientp, curlsocktype purpose,
-				      struct curl_sockaddr *a)
-{
-	struct upstream *up = clientp;
-	curl_socket_t s;
-
-	(void)purpose;
-	s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-	if (s < 0)
-		return CURL_SOCKET_BAD;
-	if (!csock_new(up, s)) {
-		close(s);
-		return CURL_SOCKET_BAD;
-	}
-	return s;
-}
-
-/* libcurl closes a socket: forget it first (its number will be reused),
- * and leave it open when it has been taken over. */
-static int upstream_on_close(void *clientp, curl_socket_t s)
-{
-	struct upstream *up = clientp;
-	struct csock *cs = csock_of(up, s);
-	bool taken = cs && cs->taken;
-
-	if (cs)
-		csock_drop(up, cs);
-	return taken ? 0 : close(s);
-}
-
-static int upstream_on_timer_set(CURLM *multi, long timeout_ms, void *userp)
-{
-	struct upstream *up = userp;
-
-	(void)multi;
-	if (timeout_ms < 0)
-		up->timer_at = CTX_NO_DEADLINE;
-	else
-		up->timer_at = ctx_now_ns() + (int64_t)timeout_ms * 1000000;
-	return 0;
 }
 
 /* ---- pools and idle connections ---- */
@@ -487,9 +318,9 @@ void uconn_close(struct uconn *c)
 	if (c->in_loop)
 		loop_del(c->up->loop, &c->io);
 	if (c->easy) {
-		/* closes its socket through upstream_on_close (for TLS, the
-		 * removal from the multi does: CONNECT_ONLY) */
-		curl_multi_remove_handle(c->up->multi, c->easy);
+		/* closes its socket through the mux (for TLS, the removal
+		 * does: CONNECT_ONLY) */
+		curlmux_remove(c->up->mux, c->easy);
 		curl_easy_cleanup(c->easy);
 	} else if (c->fd >= 0) {
 		close(c->fd);
@@ -643,12 +474,7 @@ static void uconn_note_peer(struct uconn *c)
  * one is, libcurl no longer asking for events on it. */
 static int uconn_watch_tls(struct uconn *c, curl_socket_t s)
 {
-	struct csock *cs = csock_of(c->up, s);
-
-	if (cs) {
-		csock_watch(cs, 0);
-		cs->quiet = true;
-	}
+	curlmux_quiet(c->up->mux, s);
 	c->errbuf[0] = '\0';            /* libcurl writes it for the connection's life */
 	c->fd = s;
 	c->io.fd = s;
@@ -659,14 +485,12 @@ static int uconn_watch_tls(struct uconn *c, curl_socket_t s)
 	return 0;
 }
 
-/* Connected: the socket becomes ours.  Marked taken first, so neither
- * libcurl's removal nor its cleanup closes it; then it enters the loop
- * once, edge-triggered, for the connection's whole life. */
+/* Connected: the socket becomes ours, in the loop once, edge-triggered,
+ * for the connection's whole life. */
 static int uconn_take_socket(struct uconn *c)
 {
 	struct upstream *up = c->up;
 	curl_socket_t s = CURL_SOCKET_BAD;
-	struct csock *cs;
 
 	if (curl_easy_getinfo(c->easy, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK ||
 	    s == CURL_SOCKET_BAD)
@@ -674,15 +498,8 @@ static int uconn_take_socket(struct uconn *c)
 	uconn_note_peer(c);
 	if (c->tls)
 		return uconn_watch_tls(c, s);
-	cs = csock_of(up, s);
-	if (cs)
-		cs->taken = true;
-	curl_multi_remove_handle(up->multi, c->easy);
-	curl_easy_cleanup(c->easy);
+	curlmux_take_over(up->mux, c->easy, s);
 	c->easy = NULL;
-	cs = csock_of(up, s);
-	if (cs)
-		csock_drop(up, cs);
 	c->fd = s;
 	c->io.fd = s;
 	if (loop_add(up->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP |
@@ -716,25 +533,17 @@ static void uconn_connect_done(struct uconn *c, CURLcode rc)
 	u->connected(u, c, err);
 }
 
-static void upstream_check_done(struct upstream *up)
+/* The mux's report: a connect ended. */
+static void upstream_connect_ended(CURL *easy, CURLcode rc)
 {
 	struct uconn *c = NULL;
-	CURLMsg *m;
-	int left;
 
-	for (;;) {
-		m = curl_multi_info_read(up->multi, &left);
-		if (!m)
-			break;
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
-		if (c)
-			uconn_connect_done(c, m->data.result);
-	}
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+	if (c)
+		uconn_connect_done(c, rc);
 }
 
-static CURL *upstream_easy(struct upstream *up, struct uconn *c,
+static CURL *upstream_easy(struct uconn *c,
 			   const char *origin, int64_t connect_timeout_ms)
 {
 	CURL *e = curl_easy_init();
@@ -748,10 +557,6 @@ static CURL *upstream_easy(struct upstream *up, struct uconn *c,
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)c);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_on_open);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, upstream_on_close);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
 	return e;
 }
 
@@ -847,12 +652,12 @@ struct uconn *upstream_connect(struct upstream *up, const char *origin,
 	c->pool = pool_of(up, pool_key);
 	if (!c->pool)
 		goto free_conn;
-	c->easy = upstream_easy(up, c, origin, connect_timeout_ms);
+	c->easy = upstream_easy(c, origin, connect_timeout_ms);
 	if (!c->easy)
 		goto free_conn;
 	if (tls && upstream_easy_tls(up, c, c->easy, origin, tls) < 0)
 		goto cleanup_easy;
-	if (curl_multi_add_handle(up->multi, c->easy) != CURLM_OK)
+	if (curlmux_add(up->mux, c->easy) < 0)
 		goto cleanup_easy;
 	uconn_link(up, c);
 	return c;
@@ -870,7 +675,7 @@ free_conn:
 
 int64_t upstream_next_timer(const struct upstream *up)
 {
-	int64_t at = up->timer_at;
+	int64_t at = curlmux_next_timer(up->mux);
 
 	if (up->lru_old && up->lru_old->idle_until < at)
 		at = up->lru_old->idle_until;
@@ -880,14 +685,8 @@ int64_t upstream_next_timer(const struct upstream *up)
 void upstream_on_timer(struct upstream *up)
 {
 	int64_t now = ctx_now_ns();
-	int running;
 
-	if (up->timer_at <= now) {
-		up->timer_at = CTX_NO_DEADLINE;
-		curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0,
-					 &running);
-		upstream_check_done(up);
-	}
+	curlmux_on_timer(up->mux, now);
 	upstream_expire_idle(up, now);
 }
 
@@ -898,23 +697,17 @@ struct upstream *upstream_new(struct loop *loop)
 	if (!up)
 		return NULL;
 	up->loop = loop;
-	up->timer_at = CTX_NO_DEADLINE;
-	up->multi = curl_multi_init();
-	if (!up->multi) {
+	up->mux = curlmux_new(loop, upstream_connect_ended);
+	if (!up->mux) {
 		free(up);
 		return NULL;
 	}
-	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, upstream_on_socket);
-	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
-	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, upstream_on_timer_set);
-	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
 	return up;
 }
 
 void upstream_free(struct upstream *up)
 {
 	struct upool *p;
-	size_t i;
 
 	if (!up)
 		return;
@@ -922,7 +715,7 @@ void upstream_free(struct upstream *up)
 		upstream_expire_idle(up, INT64_MAX);
 	while (up->all)                  /* their users are gone already */
 		uconn_close(up->all);
-	curl_multi_cleanup(up->multi);
+	curlmux_free(up->mux);
 	curl_share_cleanup(up->share);   /* after every handle using it */
 	while (up->nbufs)
 		free(up->bufs[--up->nbufs]);
@@ -932,9 +725,6 @@ void upstream_free(struct upstream *up)
 		free(p->origin);
 		free(p);
 	}
-	for (i = 0; i < up->nsocks; i++)
-		free(up->socks[i]);
-	free(up->socks);
 	free(up);
 }
 
