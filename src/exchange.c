@@ -28,7 +28,6 @@ struct exchange {
 	int server;                      /* index of the last attempt's */
 	uint64_t tried;                  /* bit i: server i had an attempt */
 	int attempts;
-	int64_t t0;                      /* when the exchange was made */
 	bool begun, retrying, head_passed, failed, idempotent;
 	bool open;                       /* its server has no verdict yet */
 	bool busy;                       /* it counts in flight on its server */
@@ -253,15 +252,17 @@ static bool x_may_retry(struct exchange *x, enum retry_reason why)
 		.retry_on = x->xr.route->retry_on,
 		.responded = x->head_passed,
 		.idempotent = x->idempotent,
-		.body_held = x->xr.body_len <= 0 ? true : x->holdable,
+		/* none (or empty), or all of it still in the hold */
+		.body_held = x->xr.body_len == -1 || x->xr.body_len == 0 ||
+			x->holdable,
 		.attempts = x->attempts,
 		.retries = x->xr.route->retries,
 		.budget_left = ctx_remaining_ns(x->ctx, ctx_now_ns()) > 0,
+		/* the worker's retry budget says when, not whether: over
+		 * it the retry waits for a slot (x_retry) */
 		.retry_budget = true,
 	};
 
-	if (x->xr.body_len == FETCH_BODY_CHUNKED)
-		in.body_held = x->holdable;
 	return retry_decide(&in);
 }
 
@@ -375,15 +376,11 @@ static void x_on_upload_space(void *arg)
 }
 
 /* The exchange's deadline is the client's (a shorter deadline header),
- * not the route's timeout_ms: when it passes, the server is not to blame.
- * The exchange's context was made just before x (t0): a millisecond of
- * slack tells the two apart. */
+ * not the route's timeout_ms: when it passes, the server is not to blame. */
 static bool x_client_bound(const struct exchange *x)
 {
-	int64_t route_end = x->t0 + x->xr.route->t.timeout_ms * 1000000;
-
 	return ctx_is_cancelled(x->ctx) &&
-		ctx_deadline(x->ctx) < route_end - 1000000;
+		ctx_deadline(x->ctx) < x->xr.route_deadline;
 }
 
 /* What failed, from the fetch's account and its context's cause: -1 when
@@ -461,7 +458,6 @@ struct exchange *exchange_new(struct upstream *up, ctx_t *ctx,
 	x->rq.keepalive_max = xr->cfg->upstream_keepalive;
 	x->rq.keepalive_timeout_ms = xr->cfg->upstream_keepalive_timeout_ms;
 	x->idempotent = retry_idempotent(xr->method);
-	x->t0 = ctx_now_ns();
 	x->waiter.granted = x_wait_granted;
 	x->job.fn = x_wait_over;
 	x->holdable = xr->body_len == FETCH_BODY_CHUNKED ||

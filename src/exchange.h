@@ -39,6 +39,8 @@ struct exchange_request {
 	const char *target;          /* copied */
 	int64_t body_len;            /* -1 none, FETCH_BODY_CHUNKED, or bytes */
 	const struct config_route *route;
+	int64_t route_deadline;      /* now + timeout_ms when ctx was made: an
+					earlier deadline of ctx is the client's */
 	const struct config *cfg;    /* deadline header, keep-alive */
 	struct pool *pool;           /* the route's, this worker's */
 	struct metrics_worker *metrics;

@@ -248,8 +248,6 @@ static void fetch_on_phase(ctx_t *phase, void *arg)
 
 /* ---- the end of an exchange ---- */
 
-/* Cancelled (or failed): the backend must learn at once, so the FIN goes
- * out first (shutdown), then the socket is closed; never pooled. */
 /* The exchange is over, well (the whole response in) or not: its timers
  * stop and the owner hears of it. */
 static void fetch_end(struct fetch *f, bool ok)
@@ -261,6 +259,8 @@ static void fetch_end(struct fetch *f, bool ok)
 	fetch_notify(f, FETCH_PEND_DONE | FETCH_PEND_BODY | FETCH_PEND_UPLOAD);
 }
 
+/* Cancelled (or failed): the backend must learn at once, so the FIN goes
+ * out first (shutdown), then the socket is closed; never pooled. */
 static void fetch_stop(struct fetch *f)
 {
 	if (!f->running)

@@ -266,7 +266,9 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	r->ctx = req_new_ctx(r);
 	if (!r->ctx)
 		return -ENOMEM;
-	r->child = ctx_with_timeout(r->ctx, r->route->t.timeout_ms * 1000000);
+	xr.route_deadline = ctx_now_ns() + r->route->t.timeout_ms * 1000000;
+	r->child = ctx_with_deadline(r->ctx, xr.route_deadline,
+				     CTX_CAUSE_DEADLINE_EXCEEDED);
 	if (!r->child)
 		return -ENOMEM;
 	ctx_watch(r->child, &r->ctx_watch, req_on_cancel, r);

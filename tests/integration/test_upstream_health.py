@@ -387,6 +387,35 @@ class PassiveHealth(HealthTest):
         self.assertEqual(s.get(ATTEMPTS, route="pool", server=addr(silent.port),
                                outcome="timeout"), 2)
 
+    def test_client_deadline_blames_no_server(self):
+        """A slow server (slowhead=1500) under eject_after=1: a client's own short
+        deadline (X-Request-Timeout-Ms: 200) gives 504 but no timeout outcome and
+        no ejection; the route's own timeout_ms running out does both."""
+        slow = self.start_backend(mode="slowhead=1500", name="S")
+        proxy = self.proxy_for([
+            route("client", "/client/", [slow], strip_prefix=True, eject_after=1,
+                  eject_ms=60000, retries=0),
+            route("route", "/route/", [slow], strip_prefix=True, eject_after=1,
+                  eject_ms=60000, retries=0, timeout_ms=200)], workers=1)
+        for prefix, headers in (("/client", [("X-Request-Timeout-Ms", "200")]), ("/route", [])):
+            c = Client(proxy.port)
+            try:
+                resp = c.request("GET", prefix + "/fast", headers=headers)
+            finally:
+                c.close()
+            self.assertEqual(resp.status, 504, prefix)
+            proxy.log.wait(lambda e, p=prefix: e.get("type") == "access" and
+                           e.get("path") == p + "/fast", what="access %s/fast" % prefix)
+        proxy.log.wait(msg=EJECTED, route="route", server=addr(slow.port))
+        self.assertEqual(proxy.log.find(msg=EJECTED, route="client"), [],
+                         "the client's own deadline ejected the server")
+        s, ups = self.scrape(proxy)
+        self.assertIsNone(s.get(ATTEMPTS, route="client", server=addr(slow.port),
+                                outcome="timeout"), "a timeout outcome for the client's deadline")
+        self.assertEqual(s.get(ATTEMPTS, route="route", server=addr(slow.port),
+                               outcome="timeout"), 1.0)
+        self.assertEqual(ups[("client", addr(slow.port))], 1.0)
+
     def test_reset_counts_a_5xx_does_not(self):
         """A server that resets every request is ejected after eject_after=2 (each
         reset retried on A); one that answers 503 never is: a response head ends
