@@ -291,6 +291,11 @@ static const struct config_key route_keys[] = {
 	ROUTE("host", CONFIG_KEY_STRING, host, 0, 0, check_host, false),
 	ROUTE("strip_prefix", CONFIG_KEY_BOOL, strip_prefix, 0, 0, NULL, false),
 	ROUTE("preserve_host", CONFIG_KEY_BOOL, preserve_host, 0, 0, NULL, false),
+	ROUTE("websocket", CONFIG_KEY_BOOL, websocket, 0, 0, NULL, false),
+	ROUTE("tunnel_idle_timeout_ms", CONFIG_KEY_INT64, tunnel_idle_timeout_ms,
+	      0, CONFIG_TIMEOUT_MAX_MS, NULL, false),
+	ROUTE("tunnel_max_ms", CONFIG_KEY_INT64, tunnel_max_ms, 0,
+	      CONFIG_TIMEOUT_MAX_MS, NULL, false),
 	TIMEOUT_KEYS(struct config_route, t),
 	CONFIG_UPSTREAM_KEYS,
 };
@@ -362,6 +367,7 @@ static void parse_route(struct config_loader *ld, const config_setting_t *g,
 	r->line = (int)config_setting_source_line(g);
 	r->t = ld->cfg->defaults;
 	r->preserve_host = true;
+	r->websocket = true;
 	config_upstream_defaults(r);
 	if (!config_setting_is_group(g)) {
 		config_complain(ld, g, "each route must be a group { name = ...; ... }");

@@ -77,6 +77,10 @@ struct config_route {
 				   the same for every server */
 	bool strip_prefix;      /* default false */
 	bool preserve_host;     /* default true */
+	bool websocket;         /* Upgrade: websocket tunnels; default true */
+	int64_t tunnel_idle_timeout_ms; /* silence both ways ends a tunnel;
+					   0 = off (default) */
+	int64_t tunnel_max_ms;  /* a tunnel's lifetime; 0 = off (default) */
 	struct config_timeouts t;
 	enum config_balance balance;   /* default round robin */
 	int retries;                   /* 0 .. CONFIG_RETRIES_MAX, default 1 */

@@ -31,7 +31,6 @@ struct tunnel_dir {
 	char *buf;
 	size_t off, len;
 	bool eof;      /* the source side sent its EOF */
-	bool shut;     /* ... and it was passed on (shutdown_write) */
 };
 
 struct tunnel {
@@ -231,8 +230,6 @@ static bool dir_fill(struct tunnel *t, int s)
 	} else if (n == 0) {
 		d->eof = true;
 		t->rep.eof_at[s] = ctx_now_ns();
-		if (t->rep.first < 0)
-			t->rep.first = s;
 	} else if (n < 0) {
 		fail(t, s, (int)n);
 		return false;
@@ -243,22 +240,22 @@ static bool dir_fill(struct tunnel *t, int s)
 	return true;
 }
 
-/* Side s's EOF has been passed on; the tunnel ends with the second. */
+/* Side s's EOF, once the bytes it sent before it have gone on.  Either
+ * side closing ends the tunnel (SPEC §10, as nginx does): the other side
+ * gets its FIN at once and s's own connection is shut too; what was on
+ * its way to s is dropped, since s is gone. */
 static void dir_close(struct tunnel *t, int s)
 {
-	struct tunnel_dir *d = &t->dir[s];
+	int64_t now = ctx_now_ns();
 
-	if (d->shut)
-		return;
-	d->shut = true;
-	buf_put(t, d);
+	buf_put(t, &t->dir[s]);
 	sock_shutdown_write(&t->sock[!s]);
-	t->rep.closed_at[!s] = ctx_now_ns();
-	if (t->dir[!s].shut)
-		finish(t, TUNNEL_END_CLOSED, t->rep.first, 0,
-		       t->rep.first == TUNNEL_CLIENT
-			       ? CTX_CAUSE_CLIENT_DISCONNECT
-			       : CTX_CAUSE_COMPLETED);
+	t->rep.closed_at[!s] = now;
+	sock_shutdown_write(&t->sock[s]);
+	t->rep.closed_at[s] = now;
+	finish(t, TUNNEL_END_CLOSED, s, 0,
+	       s == TUNNEL_CLIENT ? CTX_CAUSE_CLIENT_DISCONNECT
+				  : CTX_CAUSE_COMPLETED);
 }
 
 /* Move bytes from side s to the other until one of them must wait.  One

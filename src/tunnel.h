@@ -75,7 +75,7 @@ struct tunnel_conf {
 };
 
 enum tunnel_end_why {
-	TUNNEL_END_CLOSED,    /* both directions ended with an EOF */
+	TUNNEL_END_CLOSED,    /* a side's EOF (or half-close): both shut */
 	TUNNEL_END_ERROR,     /* a side reset or failed: both aborted */
 	TUNNEL_END_CANCELLED, /* the context (or a timeout): both aborted */
 };
@@ -83,7 +83,7 @@ enum tunnel_end_why {
 /* What the owner hears once, when the tunnel has ended. */
 struct tunnel_report {
 	enum tunnel_end_why why;
-	/* CLOSED: the side whose EOF came first; ERROR: the side that
+	/* CLOSED: the side whose EOF ended it; ERROR: the side that
 	 * failed; CANCELLED: -1. */
 	int first;
 	int err;             /* ERROR: the -errno; else 0 */

@@ -123,6 +123,9 @@ static void test_minimal_defaults(void **state)
 	assert_string_equal(r->upstream_base, "");
 	assert_false(r->strip_prefix);
 	assert_true(r->preserve_host);
+	assert_true(r->websocket);
+	assert_int_equal(r->tunnel_idle_timeout_ms, 0);
+	assert_int_equal(r->tunnel_max_ms, 0);
 	assert_int_equal(r->t.connect_timeout_ms, 1000);
 	assert_int_equal(r->t.timeout_ms, 30000);
 	assert_int_equal(r->balance, CONFIG_BALANCE_ROUND_ROBIN);
@@ -162,7 +165,9 @@ static void test_every_key(void **state)
 		"  host = \"API.Example.com\"; upstream = \"http://Up.Example:81/base/\";\n"
 		"  strip_prefix = true; preserve_host = false;\n"
 		"  connect_timeout_ms = 21; timeout_ms = 22;\n"
-		"  header_timeout_ms = 23; idle_timeout_ms = 24; } );\n");
+		"  header_timeout_ms = 23; idle_timeout_ms = 24;\n"
+		"  websocket = false; tunnel_idle_timeout_ms = 25;\n"
+		"  tunnel_max_ms = 26; } );\n");
 	const struct config_route *r = &cfg->routes[0];
 
 	(void)state;
@@ -195,6 +200,9 @@ static void test_every_key(void **state)
 	assert_int_equal(r->t.timeout_ms, 22);
 	assert_int_equal(r->t.header_timeout_ms, 23);
 	assert_int_equal(r->t.idle_timeout_ms, 24);
+	assert_false(r->websocket);
+	assert_int_equal(r->tunnel_idle_timeout_ms, 25);
+	assert_int_equal(r->tunnel_max_ms, 26);
 	assert_int_equal(r->line, 14);
 	config_free(cfg);
 }
