@@ -453,6 +453,7 @@ struct exchange *exchange_new(struct upstream *up, ctx_t *ctx,
 	x->xr.target = NULL;             /* the caller's: x->target is ours */
 	x->rq.method = xr->method;
 	x->rq.body_len = xr->body_len;
+	x->rq.upgrade = xr->upgrade;
 	x->rq.timeouts = &xr->route->t;
 	x->rq.deadline_header = xr->cfg->deadline_header;
 	x->rq.keepalive_max = xr->cfg->upstream_keepalive;

@@ -166,7 +166,7 @@ int fetch_head_add(struct fetch *f, const char *name, size_t name_len,
 static int head_finish_fields(struct fetch *f)
 {
 	static const char cl[] = "Content-Length", te[] = "Transfer-Encoding";
-	static const char conn[] = "Connection";
+	static const char conn[] = "Connection", upg[] = "Upgrade";
 	struct h1_writer w;
 	size_t dl = f->rq.deadline_header ? strlen(f->rq.deadline_header) : 0;
 
@@ -178,8 +178,12 @@ static int head_finish_fields(struct fetch *f)
 				 (uint64_t)f->rq.body_len);
 	else if (f->chunked_up)
 		h1_put_field(&w, te, sizeof(te) - 1, "chunked", 7);
-	if (f->ka.max <= 0)
+	if (f->rq.upgrade) {
+		h1_put_field(&w, conn, sizeof(conn) - 1, "upgrade", 7);
+		h1_put_field(&w, upg, sizeof(upg) - 1, "websocket", 9);
+	} else if (f->ka.max <= 0) {
 		h1_put_field(&w, conn, sizeof(conn) - 1, "close", 5);
+	}
 	ASSERT(!w.full);
 	f->fields_len = f->head_len = w.len;
 	return 0;
@@ -519,7 +523,9 @@ static void fetch_read(struct fetch *f)
 	}
 	if (got & FETCH_RESP_BODY)
 		fetch_notify(f, FETCH_PEND_BODY);
-	if (got & FETCH_RESP_REFUSED)
+	if (got & FETCH_RESP_UPGRADED)
+		fetch_end(f, true);          /* f->conn waits for its taker */
+	else if (got & FETCH_RESP_REFUSED)
 		fetch_refuse(f, why);
 	else if (got & FETCH_RESP_DIED)
 		fetch_conn_died(f);
@@ -576,7 +582,8 @@ struct fetch *fetch_new(struct upstream *up, ctx_t *ctx,
 	f->ka.max = rq->keepalive_max;
 	f->ka.timeout_ns = rq->keepalive_timeout_ms * 1000000;
 	f->idle_ns = rq->timeouts->idle_timeout_ms * 1000000;
-	fetch_resp_init(&f->resp, strcmp(rq->method, "HEAD") == 0);
+	fetch_resp_init(&f->resp, strcmp(rq->method, "HEAD") == 0,
+			rq->upgrade);
 	f->idempotent = retry_idempotent(rq->method);
 	f->chunked_up = rq->body_len == FETCH_BODY_CHUNKED;
 	f->head = f->head_inline;
@@ -651,6 +658,19 @@ enum fetch_fail fetch_failure(const struct fetch *f)
 const char *fetch_peer(const struct fetch *f)
 {
 	return f->peer;
+}
+
+struct uconn *fetch_take_conn(struct fetch *f, const char **extra,
+			      size_t *extra_len)
+{
+	struct uconn *c = f->conn;
+
+	if (!f->resp.upgraded || !c)
+		return NULL;
+	f->conn = NULL;
+	*extra = f->resp.buf.data + f->resp.buf.off;
+	*extra_len = f->resp.buf.len;
+	return c;
 }
 
 int64_t fetch_closed_at(const struct fetch *f)

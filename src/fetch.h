@@ -40,6 +40,10 @@ struct fetch_request {
 	const struct config_timeouts *timeouts;
 	const char *deadline_header; /* NULL or "" = don't send one */
 	int keepalive_max;           /* idle connections kept per server */
+	/* Ask to upgrade to a WebSocket (SPEC §10): the head carries
+	 * "Connection: upgrade" and "Upgrade: websocket", and a 101 ends the
+	 * exchange with the connection kept for fetch_take_conn(). */
+	bool upgrade;
 	int64_t keepalive_timeout_ms;
 };
 #define FETCH_BODY_CHUNKED (-2)
@@ -120,6 +124,14 @@ enum fetch_fail fetch_failure(const struct fetch *f);
 
 /* "IP:PORT" of the connection used last, or "" when none connected. */
 const char *fetch_peer(const struct fetch *f);
+
+/* After a 101 to an upgrade request (fetch_ok, status 101): the
+ * connection, now the caller's (a connected uconn whose user must be set
+ * with uconn_set_user before the next loop turn), and the bytes the
+ * backend sent after its head, in *extra (valid until fetch_free).  NULL
+ * otherwise, or once taken. */
+struct uconn *fetch_take_conn(struct fetch *f, const char **extra,
+			      size_t *extra_len);
 
 /* Monotonic ns when the upstream connection was closed because the fetch
  * was cancelled or failed, or 0. */

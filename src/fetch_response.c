@@ -11,10 +11,11 @@
 
 #define RESP_BUF_SIZE UPSTREAM_BUF_SIZE
 
-void fetch_resp_init(struct fetch_resp *r, bool head_request)
+void fetch_resp_init(struct fetch_resp *r, bool head_request, bool upgrade)
 {
 	memset(r, 0, sizeof(*r));
 	r->head_request = head_request;
+	r->upgrade = upgrade;
 	r->content_length = -1;
 }
 
@@ -95,6 +96,28 @@ static unsigned resp_decode(struct fetch_resp *r, char *p, size_t n,
 	return FETCH_RESP_BODY;
 }
 
+/* A 101 to an upgrade request: no body follows, the connection now
+ * carries the protocol switched to, and what came after the head stays in
+ * the buffer for the tunnel. */
+static unsigned resp_upgraded(struct fetch_resp *r, struct h1_head *h,
+			      size_t end, const char **why)
+{
+	struct fetch_buf *b = &r->buf;
+
+	if (resp_take_head(r, h) < 0) {
+		*why = "out of memory";
+		return FETCH_RESP_REFUSED;
+	}
+	r->status = 101;
+	r->keep_alive = false;
+	r->head_done = r->upgraded = true;
+	r->head_ns = r->last_read_ns = ctx_now_ns();
+	memmove(b->data, b->data + end, b->len - end);
+	b->off = 0;
+	b->len -= end;
+	return FETCH_RESP_HEAD | FETCH_RESP_UPGRADED;
+}
+
 /* The final head: what the client will see, and the body's framing. */
 static unsigned resp_final_head(struct fetch_resp *r, struct h1_head *h,
 				size_t end, const char **why)
@@ -102,10 +125,12 @@ static unsigned resp_final_head(struct fetch_resp *r, struct h1_head *h,
 	struct fetch_buf *b = &r->buf;
 	size_t rest = b->len - end;
 
-	if (h->status == 101) {
+	if (h->status == 101 && !r->upgrade) {
 		*why = "101 Switching Protocols to a request without Upgrade";
 		return FETCH_RESP_REFUSED;
 	}
+	if (h->status == 101)
+		return resp_upgraded(r, h, end, why);
 	if (h1_body_init(&r->body, h, r->head_request, why) < 0)
 		return FETCH_RESP_REFUSED;
 	if (resp_take_head(r, h) < 0) {
@@ -234,7 +259,7 @@ unsigned fetch_resp_read(struct fetch_resp *r, struct uconn *c,
 	}
 	if (!r->head_done)
 		got = resp_read_head(r, c, why);
-	if (r->head_done && !(got & FETCH_RESP_END))
+	if (r->head_done && !r->upgraded && !(got & FETCH_RESP_END))
 		got |= resp_read_body(r, c, why);
 	return got;
 }

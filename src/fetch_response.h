@@ -24,6 +24,9 @@ struct fetch_resp {
 	size_t head_scanned;             /* of buf, without a head end */
 	struct h1_body body;
 	bool head_request;               /* the request was a HEAD */
+	bool upgrade;                    /* it asked to upgrade: 101 is final */
+	bool upgraded;                   /* ... and got it: buf holds what
+					    came after the head */
 	bool got_bytes;                  /* any byte of a response came */
 	bool head_done;                  /* the final head was taken */
 	bool keep_alive;                 /* the connection may serve again */
@@ -43,14 +46,16 @@ enum {
 	FETCH_RESP_REFUSED = 8,          /* malformed: a 502, *why set */
 	FETCH_RESP_DIED = 16,            /* EOF or reset before any byte */
 	FETCH_RESP_CUT = 32,             /* EOF or reset within the body */
+	FETCH_RESP_UPGRADED = 64,        /* a 101 to an upgrade request */
 };
 #define FETCH_RESP_END (FETCH_RESP_REFUSED | FETCH_RESP_DIED | FETCH_RESP_CUT)
 
 /* Read again once this much of the buffer is free. */
 #define FETCH_RESP_RESUME_ROOM (16 * 1024)
 
-/* An empty response to a request (head_request: the method was HEAD). */
-void fetch_resp_init(struct fetch_resp *r, bool head_request);
+/* An empty response to a request (head_request: the method was HEAD;
+ * upgrade: it asked to upgrade, so a 101 is its final head). */
+void fetch_resp_init(struct fetch_resp *r, bool head_request, bool upgrade);
 
 /* Give the buffer back to up's pool and free the kept fields. */
 void fetch_resp_free(struct fetch_resp *r, struct upstream *up);

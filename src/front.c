@@ -320,7 +320,7 @@ static struct fconn *conn_open(struct front *fr, struct MHD_Connection *c)
 /* MHD closes the socket right after this. */
 static void conn_close(struct fconn *fc)
 {
-	if (fc->hup.fd >= 0)
+	if (fc->hup.fd >= 0 && !fc->rc.fd_taken)
 		loop_del(fc->fr->fenv.loop, &fc->hup);
 	req_conn_closed(&fc->rc);
 	ctx_timer_stop(&fc->head_timer, &fc->head_watch);
@@ -442,6 +442,10 @@ static struct MHD_Daemon *front_start_daemon(struct front *fr, int fd,
 	};
 	size_t n = sizeof(o) / sizeof(o[0]) - 3;
 
+	/* Upgrades on plain listeners only: a TLS listener answers them 501
+	 * (request_tunnel.c), so MHD's broken TLS relay never runs. */
+	if (!tls)
+		flags |= MHD_ALLOW_UPGRADE;
 	if (tls) {
 		flags |= MHD_USE_TLS;
 		o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_CERT_CALLBACK, 0,
@@ -487,6 +491,7 @@ struct front *front_new(const struct front_env *env)
 	ASSERT(n <= CONFIG_LISTEN_MAX);   /* config_load refuses more */
 	fr->fenv = *env;
 	fr->env.root = env->root;
+	fr->env.loop = env->loop;
 	fr->env.up = env->up;
 	fr->env.metrics = env->metrics;
 	fr->env.log = env->log;
@@ -514,6 +519,7 @@ void front_free(struct front *fr)
 		return;
 	/* MHD_stop_daemon aborts the process while a connection is suspended. */
 	req_cancel_all(&fr->env, CTX_CAUSE_SHUTDOWN);
+	req_tunnels_end_now(&fr->env);
 	front_run(fr);
 	for (i = 0; i < fr->nd; i++) {
 		loop_del(fr->fenv.loop, &fr->dio[i]);

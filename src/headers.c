@@ -423,3 +423,24 @@ bool headers_response_forwarded(const struct headers_field *f,
 {
 	return !field_is_hop(f) && !field_named_in(f, all, n);
 }
+
+/* Whether a field named name (case-insensitive) lists token. */
+static bool field_lists(const struct headers_field *f, size_t n,
+			const char *name, const char *token)
+{
+	size_t i, len = strlen(name);
+
+	for (i = 0; i < n; i++)
+		if (f[i].name_len == len &&
+		    strncasecmp(f[i].name, name, len) == 0 &&
+		    headers_list_has_n(f[i].value, f[i].value_len, token,
+				       strlen(token)))
+			return true;
+	return false;
+}
+
+bool headers_wants_websocket(const struct headers_field *f, size_t n)
+{
+	return field_lists(f, n, "Connection", "upgrade") &&
+		field_lists(f, n, "Upgrade", "websocket");
+}

@@ -24,6 +24,7 @@ bool headers_list_has_n(const char *list, size_t list_len, const char *name,
 bool headers_proxy_managed(const char *name);
 
 
+
 /* One request header field as received, lengths included (a value may hold
  * bytes a C string cannot show, such as NUL). */
 struct headers_field {
@@ -32,6 +33,11 @@ struct headers_field {
 	const char *value;
 	size_t value_len;
 };
+
+/* True when the request fields f[0, n) ask to upgrade to a WebSocket
+ * (SPEC §10): a Connection field lists "upgrade" and an Upgrade field
+ * lists "websocket", both case-insensitive. */
+bool headers_wants_websocket(const struct headers_field *f, size_t n);
 
 /* How the request body is framed, once the head has been checked. */
 struct headers_framing {

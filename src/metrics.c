@@ -60,6 +60,8 @@ struct metrics_worker {
 	_Atomic(struct metrics_servers *) servers[NCHUNKS];
 	counter_t inflight_up, inflight_down;
 	counter_t invalid_deadline;
+	counter_t tunnels_up, tunnels_down;
+	counter_t tunnel_ends[CTX_CAUSE__COUNT];
 	struct hist_prop propagation;
 };
 
@@ -336,6 +338,18 @@ void metrics_inflight_add(struct metrics_worker *m, int delta)
 		bump(&m->inflight_down, (uint64_t)-delta);
 }
 
+void metrics_tunnel_open(struct metrics_worker *m)
+{
+	bump(&m->tunnels_up, 1);
+}
+
+void metrics_tunnel_done(struct metrics_worker *m, ctx_cause_t cause)
+{
+	bump(&m->tunnels_down, 1);
+	if (cause > CTX_CAUSE_NONE && cause < CTX_CAUSE__COUNT)
+		bump(&m->tunnel_ends[cause], 1);
+}
+
 long metrics_inflight(const struct metrics_worker *m)
 {
 	return (long)(get((counter_t *)&m->inflight_up) -
@@ -362,6 +376,7 @@ struct sums {
 	uint64_t attempts[METRICS_MAX_SERVERS][RETRY_OUTCOME__COUNTED];
 	uint64_t prop[NPROP + 1], prop_sum_us, prop_count;
 	uint64_t inflight_up, inflight_down, invalid_deadline;
+	uint64_t tunnels_up, tunnels_down, tunnel_ends[CTX_CAUSE__COUNT];
 };
 
 static void sum_route(struct sum_route *s, struct metrics_route *r)
@@ -415,6 +430,10 @@ static void sum_worker(struct sums *s, struct metrics_worker *m)
 	s->inflight_up += get(&m->inflight_up);
 	s->inflight_down += get(&m->inflight_down);
 	s->invalid_deadline += get(&m->invalid_deadline);
+	s->tunnels_up += get(&m->tunnels_up);
+	s->tunnels_down += get(&m->tunnels_down);
+	for (i = 0; i < CTX_CAUSE__COUNT; i++)
+		s->tunnel_ends[i] += get(&m->tunnel_ends[i]);
 }
 
 static void family(FILE *out, const char *name, const char *type,
@@ -539,6 +558,22 @@ static void write_tls(FILE *out)
 						       memory_order_relaxed));
 }
 
+static void write_tunnels(FILE *out, const struct sums *s)
+{
+	int i;
+
+	family(out, "ctxproxy_tunnels_active", "gauge",
+	       "Upgraded (WebSocket) connections being relayed now.");
+	fprintf(out, "ctxproxy_tunnels_active %lld\n",
+		(long long)(s->tunnels_up - s->tunnels_down));
+	family(out, "ctxproxy_tunnels_total", "counter",
+	       "Tunnels ended, by cause.");
+	for (i = CTX_CAUSE_COMPLETED; i < CTX_CAUSE__COUNT; i++)
+		fprintf(out, "ctxproxy_tunnels_total{cause=\"%s\"} %llu\n",
+			ctx_cause_name((ctx_cause_t)i),
+			(unsigned long long)s->tunnel_ends[i]);
+}
+
 static void write_gauges(FILE *out, const struct sums *s, int draining)
 {
 	family(out, "ctxproxy_inflight_requests", "gauge",
@@ -556,6 +591,7 @@ static void write_gauges(FILE *out, const struct sums *s, int draining)
 	       "Client deadline headers ignored as invalid.");
 	fprintf(out, "ctxproxy_invalid_deadline_headers_total %llu\n",
 		(unsigned long long)s->invalid_deadline);
+	write_tunnels(out, s);
 	write_tls(out);
 }
 

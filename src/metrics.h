@@ -74,6 +74,11 @@ long metrics_inflight(const struct metrics_worker *m);
 /* A client sent an invalid deadline header (owner thread). */
 void metrics_invalid_deadline(struct metrics_worker *m);
 
+/* A tunnel began relaying, or ended with cause (worker thread only):
+ * ctxproxy_tunnels_active and ctxproxy_tunnels_total{cause}. */
+void metrics_tunnel_open(struct metrics_worker *m);
+void metrics_tunnel_done(struct metrics_worker *m, ctx_cause_t cause);
+
 /* A client connection opened (+1) or closed (-1).  Any thread. */
 void metrics_connections_add(int delta);
 

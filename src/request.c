@@ -21,7 +21,7 @@
 #include "route.h"
 
 static const char *const phase_names[] = {
-	"uploading", "awaiting_headers", "streaming", "done",
+	"uploading", "awaiting_headers", "streaming", "tunnel", "done",
 };
 
 /* xorshift128+: request ids need to be unique, not secret. */
@@ -275,6 +275,7 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	xr.method = r->method;
 	xr.target = target;
 	xr.body_len = body_len;
+	xr.upgrade = r->upgrade;
 	xr.route = r->route;
 	xr.cfg = r->cfg;
 	xr.pool = r->gen->pools[r->route - r->cfg->routes];
@@ -336,6 +337,8 @@ static enum MHD_Result req_begin(struct req *r, const char *method,
 
 	body_len = req_check_head(r, method, version, v);
 	req_decide_error(r, body_len);
+	if (!r->err_status)
+		req_upgrade_check(r, version, body_len, v->f, v->n);
 	r->body_expected = body_len > 0 || body_len == FETCH_BODY_CHUNKED;
 	if (!r->err_status && req_start_fetch(r, body_len, v) < 0) {
 		r->err_status = 502;
@@ -448,7 +451,7 @@ int req_access(struct req_env *env, struct req_conn *rc,
 
 /* ---- the end: cause, log, metrics ---- */
 
-static void req_log(struct req *r)
+void req_log(struct req *r)
 {
 	struct log_access a = { 0 };
 	struct fetch *f = req_fetch(r);
@@ -482,12 +485,14 @@ static void req_log(struct req *r)
 			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
 		a.upstream_close_ns = f ? fetch_closed_at(f) : 0;
 	}
+	req_tunnel_account(r, &a);
 	log_access(r->env->log, &a);
 	metrics_request_done(r->env->metrics,
 			     r->route ? r->route->metrics_slot : 0, a.status,
 			     cause, f ? fetch_head_latency(f) : -1,
 			     a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
 			     a.upstream_close_ns - a.cancel_ns : -1);
+	metrics_inflight_add(r->env->metrics, -1);
 }
 
 /* Why the request ended: a failed fetch explains an aborted response better
@@ -510,11 +515,14 @@ void req_end(struct req *r, enum req_end how)
 	if (r->rc && r->rc->req == r)
 		r->rc->req = NULL;
 	r->rc = NULL;
-	if (r->ctx)
-		ctx_cancel(r->ctx, req_end_cause(r, how));
-	if (how == REQ_END_OK && r->phase == PH_STREAMING)
-		req_set_phase(r, PH_DONE);
-	req_log(r);
-	metrics_inflight_add(r->env->metrics, -1);
+	/* A tunnel lives on past libmicrohttpd's end of the request, and
+	 * logs it when it ends itself. */
+	if (!r->tun) {
+		if (r->ctx)
+			ctx_cancel(r->ctx, req_end_cause(r, how));
+		if (how == REQ_END_OK && r->phase == PH_STREAMING)
+			req_set_phase(r, PH_DONE);
+		req_log(r);
+	}
 	req_unref(r);
 }

@@ -21,7 +21,9 @@ struct MHD_Connection;
  * request). */
 #define REQ_CONN_MEMORY (16 * 1024)
 struct gen;
+struct log_access;
 struct log_buf;
+struct loop;
 struct metrics_worker;
 struct upstream;
 struct req;
@@ -48,6 +50,7 @@ void req_gen_free(struct req_gen *rg);
  * every request (the front frees its requests first). */
 struct req_env {
 	ctx_t *root;                     /* the worker's background context */
+	struct loop *loop;               /* the worker's (tunnels) */
 	struct upstream *up;
 	struct metrics_worker *metrics;
 	struct log_buf *log;             /* the worker's access-log buffer */
@@ -65,6 +68,9 @@ struct req_conn {
 	const char *uri;                 /* its raw target (a copy), or NULL */
 	const char *uri_raw;             /* the target in MHD's read buffer */
 	bool peer_gone;                  /* the client's FIN or RST was seen */
+	/* A tunnel took the hang-up watch's registration in the loop over
+	 * (and removes it): the front must not remove it again. */
+	bool fd_taken;
 	const char *tls;                 /* NULL: plain; TLS version, "1.3"... */
 	char client[64];                 /* "ip:port" */
 };
@@ -81,13 +87,19 @@ void req_conn_closed(struct req_conn *rc);
  * (libmicrohttpd cannot stop a daemon with a suspended connection). */
 void req_cancel_all(struct req_env *env, ctx_cause_t cause);
 
+/* End every tunnel now, without waiting for the loop (the worker stops;
+ * libmicrohttpd cannot stop a daemon with an upgraded connection open):
+ * request_tunnel.c. */
+void req_tunnels_end_now(struct req_env *env);
+
 /* ---- below: request.c, request_reply.c and request_life.c only ---- */
 #define REQ_TARGET_MAX 8192
 #define REQ_DEADLINE_MAX_MS (24LL * 3600 * 1000)
 #define REQ_BODY_BAD (-3)      /* a malformed Content-Length */
 #define REQ_MAX_FIELDS 128
 
-enum req_phase { PH_UPLOADING, PH_AWAITING, PH_STREAMING, PH_DONE };
+enum req_phase { PH_UPLOADING, PH_AWAITING, PH_STREAMING, PH_TUNNEL,
+		 PH_DONE };
 
 struct field_vec {
 	struct headers_field f[REQ_MAX_FIELDS];
@@ -111,6 +123,8 @@ struct req {
 	ctx_t *child;                     /* the upstream exchange's context */
 	ctx_watch_t ctx_watch;
 	struct exchange *x;
+	bool upgrade;                     /* a WebSocket upgrade goes upstream */
+	struct req_tunnel *tun;           /* once upgraded (request_tunnel.c) */
 	const struct field_vec *fields;   /* while the first attempt starts */
 	enum req_phase phase;
 	const char *cancel_phase;
@@ -163,5 +177,29 @@ enum MHD_Result req_reply_stream(struct req *r);
 
 /* The exchange failed before a head: 502, 503 or 504 saying why. */
 enum MHD_Result req_reply_failure(struct req *r);
+
+/* The access line and the request's metrics (request.c); the request
+ * leaves the in-flight gauge.  Once per request. */
+void req_log(struct req *r);
+
+/* ---- request_tunnel.c: a request that upgrades (SPEC §10) ---- */
+
+/* Whether the request (checked head: fields f[0, n)) is a WebSocket
+ * upgrade to carry: sets r->upgrade; on a TLS listener sets a 501 in
+ * r->err_status instead. */
+bool req_upgrade_check(struct req *r, const char *version, int64_t body_len,
+		       const struct headers_field *f, size_t n);
+/* The backend's 101: queue it; libmicrohttpd then hands over the client's
+ * socket and the tunnel starts (it holds a reference to r until its end,
+ * when it logs r and closes both connections). */
+enum MHD_Result req_reply_upgrade(struct req *r);
+/* End r's tunnel now, synchronously (the worker stops): cause shutdown
+ * unless r's context has one.  A no-op without a live tunnel. */
+void req_tunnel_end_now(struct req *r);
+/* Free what the tunnel left (req_unref). */
+void req_tunnel_free(struct req *r);
+/* A tunnel's figures in its access line: status 101, bytes each way, and
+ * when the proxy learnt of the end and closed the other side. */
+void req_tunnel_account(const struct req *r, struct log_access *a);
 
 #endif

@@ -144,6 +144,8 @@ enum MHD_Result req_reply_stream(struct req *r)
 	size_t i;
 
 	ASSERT(!r->responded);
+	if (status == 101)                /* only to an upgrade request */
+		return req_reply_upgrade(r);
 	if (!req_head_fits(r)) {
 		log_msg(LOG_WARN, "upstream response head too large for the "
 			"client connection", "id=%s", r->id);

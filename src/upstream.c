@@ -422,6 +422,18 @@ void uconn_shutdown(struct uconn *c)
 		shutdown(c->fd, SHUT_RDWR);
 }
 
+void uconn_shutdown_write(struct uconn *c)
+{
+	if (c && c->fd >= 0)
+		shutdown(c->fd, SHUT_WR);
+}
+
+void uconn_set_user(struct uconn *c, struct uconn_user *u)
+{
+	ASSERT(c->user && !c->idle && u);
+	c->user = u;
+}
+
 bool uconn_connected(const struct uconn *c)
 {
 	return c->fd >= 0;

@@ -120,6 +120,14 @@ ssize_t uconn_recv(struct uconn *c, void *buf, size_t len);
 /* Send the FIN now (shutdown both ways): the backend learns at once. */
 void uconn_shutdown(struct uconn *c);
 
+/* Send the FIN, keep reading (a tunnel's end closing; for TLS the
+ * close_notify is not sent: the TCP FIN is what the backend sees). */
+void uconn_shutdown_write(struct uconn *c);
+
+/* Hand a connected connection to another user (its events go to u from
+ * now on): an upgraded connection leaving its fetch for a tunnel. */
+void uconn_set_user(struct uconn *c, struct uconn_user *u);
+
 /* The user is done with c: keep it idle in its pool when reusable and the
  * pool has room under ka (it is then closed when it idles longer than ka's
  * timeout, or when anything arrives on it), else close it.  An unfinished

@@ -1250,6 +1250,36 @@ static void test_response_forwarded(void **state)
 	}
 }
 
+/* SPEC §10: both fields, tokens in lists, any case; nothing less. */
+static void test_wants_websocket(void **state)
+{
+	const struct headers_field yes[] = {
+		FL("Host", "a"), FL("connection", "keep-alive, Upgrade"),
+		FL("UPGRADE", "WebSocket"),
+	};
+	const struct headers_field list[] = {
+		FL("Upgrade", "h2c, websocket"), FL("Connection", "upgrade"),
+	};
+	const struct headers_field other[] = {
+		FL("Connection", "upgrade"), FL("Upgrade", "h2c"),
+	};
+	const struct headers_field no_conn[] = {
+		FL("Connection", "keep-alive"), FL("Upgrade", "websocket"),
+	};
+	const struct headers_field prefix[] = {
+		FL("Connection", "upgrade"), FL("Upgrade", "websockets"),
+	};
+
+	(void)state;
+	assert_true(headers_wants_websocket(yes, ARRAY_LEN(yes)));
+	assert_true(headers_wants_websocket(list, ARRAY_LEN(list)));
+	assert_false(headers_wants_websocket(other, ARRAY_LEN(other)));
+	assert_false(headers_wants_websocket(no_conn, ARRAY_LEN(no_conn)));
+	assert_false(headers_wants_websocket(prefix, ARRAY_LEN(prefix)));
+	assert_false(headers_wants_websocket(yes, 2));
+	assert_false(headers_wants_websocket(NULL, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1284,6 +1314,7 @@ int main(void)
 		cmocka_unit_test(test_rewrite_long_connection),
 		cmocka_unit_test(test_rewrite_long_named_field),
 		cmocka_unit_test(test_response_forwarded),
+		cmocka_unit_test(test_wants_websocket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
