@@ -231,6 +231,37 @@ static void test_server_slots_run_out(void **state)
 	free(sv);
 }
 
+/* Tunnels: the gauge sums opens minus ends over workers; ends count by
+ * cause, every cause listed. */
+static void test_tunnels(void **state)
+{
+	struct metrics_worker *w1 = metrics_worker_new();
+	struct metrics_worker *w2 = metrics_worker_new();
+	char *text;
+
+	(void)state;
+	assert_non_null(w1);
+	assert_non_null(w2);
+	metrics_tunnel_open(w1);
+	metrics_tunnel_open(w1);
+	metrics_tunnel_open(w2);
+	metrics_tunnel_done(w2, CTX_CAUSE_CLIENT_DISCONNECT);
+	metrics_tunnel_open(w2);
+	metrics_tunnel_done(w2, CTX_CAUSE_SHUTDOWN);
+	metrics_tunnel_done(w1, CTX_CAUSE_CLIENT_DISCONNECT);
+	text = scrape();
+	assert_non_null(strstr(text, "# TYPE ctxproxy_tunnels_active gauge\n"));
+	assert_non_null(strstr(text, "# TYPE ctxproxy_tunnels_total counter\n"));
+	assert_int_equal(value_of(text, "ctxproxy_tunnels_active"), 1);
+	assert_int_equal(value_of(text, "ctxproxy_tunnels_total{cause=\"client_disconnect\"}"), 2);
+	assert_int_equal(value_of(text, "ctxproxy_tunnels_total{cause=\"shutdown\"}"), 1);
+	assert_int_equal(value_of(text, "ctxproxy_tunnels_total{cause=\"completed\"}"), 0);
+	assert_int_equal(value_of(text, "ctxproxy_tunnels_total{cause=\"idle_timeout\"}"), 0);
+	free(text);
+	metrics_worker_free(w1);
+	metrics_worker_free(w2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +269,7 @@ int main(void)
 		cmocka_unit_test(test_https_origin_name),
 		cmocka_unit_test(test_attempts_and_retries_summed),
 		cmocka_unit_test(test_server_slots_run_out),
+		cmocka_unit_test(test_tunnels),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
