@@ -20,10 +20,6 @@
 #include "request.h"
 #include "route.h"
 
-static const char *const phase_names[] = {
-	"uploading", "awaiting_headers", "streaming", "tunnel", "done",
-};
-
 /* xorshift128+: request ids need to be unique, not secret. */
 static uint64_t req_rand(struct req_env *env)
 {
@@ -95,7 +91,7 @@ static void req_on_cancel(ctx_t *ctx, void *arg)
 	struct req *r = arg;
 
 	(void)ctx;
-	r->cancel_phase = phase_names[r->phase];
+	r->cancel_phase = req_phase_name(r->phase);
 }
 
 /* ---- the fetch's notifications: wake the suspended connection ---- */
@@ -449,51 +445,7 @@ int req_access(struct req_env *env, struct req_conn *rc,
 	return req_complete(r);
 }
 
-/* ---- the end: cause, log, metrics ---- */
-
-void req_log(struct req *r)
-{
-	struct log_access a = { 0 };
-	struct fetch *f = req_fetch(r);
-	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
-	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
-
-	/* The most telling cause: the fetch's own when it failed first. */
-	if (child != CTX_CAUSE_NONE && child != cause &&
-	    cause == CTX_CAUSE_COMPLETED)
-		cause = child;
-	a.id = r->id;
-	a.client = r->client;
-	a.tls = r->tls;
-	a.method = r->method;
-	a.path = r->uri;
-	a.route = r->route ? r->route->name : NULL;
-	/* No answer went out: the client left (or was dropped) first. */
-	a.status = cause == CTX_CAUSE_CLIENT_DISCONNECT || !r->status ?
-		499 : r->status;
-	a.upstream_status = f ? fetch_status(f) : 0;
-	a.attempts = r->x ? exchange_attempts(r->x) : 0;
-	a.upstream_addr = r->x ? exchange_upstream_addr(r->x) : NULL;
-	a.bytes_in = r->bytes_in;
-	a.bytes_out = r->bytes_out;
-	a.duration_ns = ctx_now_ns() - r->t0;
-	a.cause = ctx_cause_name(cause);
-	a.phase = r->cancel_phase && cause != CTX_CAUSE_COMPLETED ?
-		r->cancel_phase : phase_names[PH_DONE];
-	if (cause != CTX_CAUSE_COMPLETED) {
-		a.cancel_ns = r->child && ctx_is_cancelled(r->child) ?
-			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
-		a.upstream_close_ns = f ? fetch_closed_at(f) : 0;
-	}
-	req_tunnel_account(r, &a);
-	log_access(r->env->log, &a);
-	metrics_request_done(r->env->metrics,
-			     r->route ? r->route->metrics_slot : 0, a.status,
-			     cause, f ? fetch_head_latency(f) : -1,
-			     a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
-			     a.upstream_close_ns - a.cancel_ns : -1);
-	metrics_inflight_add(r->env->metrics, -1);
-}
+/* ---- the end ---- */
 
 /* Why the request ended: a failed fetch explains an aborted response better
  * than the client does; otherwise an abnormal end means the client left. */
@@ -517,7 +469,7 @@ void req_end(struct req *r, enum req_end how)
 	r->rc = NULL;
 	/* A tunnel lives on past libmicrohttpd's end of the request, and
 	 * logs it when it ends itself. */
-	if (!r->tun) {
+	if (!r->tunneled) {
 		if (r->ctx)
 			ctx_cancel(r->ctx, req_end_cause(r, how));
 		if (how == REQ_END_OK && r->phase == PH_STREAMING)

@@ -48,7 +48,7 @@ void req_unref(struct req *r)
 	if (r->next)
 		r->next->prev = r->prev;
 	ctx_unwatch(&r->ctx_watch);
-	req_tunnel_free(r);
+	ASSERT(!r->tun);                  /* it holds a reference */
 	exchange_free(r->x);
 	ctx_unref(r->child);
 	ctx_unref(r->ctx);

@@ -21,7 +21,6 @@ struct MHD_Connection;
  * request). */
 #define REQ_CONN_MEMORY (16 * 1024)
 struct gen;
-struct log_access;
 struct log_buf;
 struct loop;
 struct metrics_worker;
@@ -124,7 +123,10 @@ struct req {
 	ctx_watch_t ctx_watch;
 	struct exchange *x;
 	bool upgrade;                     /* a WebSocket upgrade goes upstream */
-	struct req_tunnel *tun;           /* once upgraded (request_tunnel.c) */
+	struct req_tunnel *tun;           /* while a tunnel (request_tunnel.c) */
+	bool tunneled;                    /* it became one: it logs itself */
+	int64_t tun_end_ns, tun_close_ns; /* the proxy learnt of its end, and
+					     closed the other side (0: n/a) */
 	const struct field_vec *fields;   /* while the first attempt starts */
 	enum req_phase phase;
 	const char *cancel_phase;
@@ -139,6 +141,14 @@ struct req {
 	char client[64];
 	const char *tls;                  /* static: NULL plain, else "1.3"... */
 };
+
+/* ---- request_log.c ---- */
+
+/* The access line and the request's metrics; the request leaves the
+ * in-flight gauge.  Once per request: a tunnel's when it ends. */
+void req_log(struct req *r);
+/* "uploading", ..., "tunnel", "done". */
+const char *req_phase_name(enum req_phase ph);
 
 /* Phases only move forward (a request never streams twice). */
 static inline void req_set_phase(struct req *r, enum req_phase ph)
@@ -178,9 +188,6 @@ enum MHD_Result req_reply_stream(struct req *r);
 /* The exchange failed before a head: 502, 503 or 504 saying why. */
 enum MHD_Result req_reply_failure(struct req *r);
 
-/* The access line and the request's metrics (request.c); the request
- * leaves the in-flight gauge.  Once per request. */
-void req_log(struct req *r);
 
 /* ---- request_tunnel.c: a request that upgrades (SPEC §10) ---- */
 
@@ -196,10 +203,6 @@ enum MHD_Result req_reply_upgrade(struct req *r);
 /* End r's tunnel now, synchronously (the worker stops): cause shutdown
  * unless r's context has one.  A no-op without a live tunnel. */
 void req_tunnel_end_now(struct req *r);
-/* Free what the tunnel left (req_unref). */
-void req_tunnel_free(struct req *r);
-/* A tunnel's figures in its access line: status 101, bytes each way, and
- * when the proxy learnt of the end and closed the other side. */
-void req_tunnel_account(const struct req *r, struct log_access *a);
+
 
 #endif

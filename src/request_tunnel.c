@@ -22,7 +22,6 @@ struct req_tunnel {
 	struct uconn_user user;           /* its events, for the tunnel */
 	struct MHD_UpgradeResponseHandle *urh;
 	struct tunnel_report rep;         /* once ended */
-	bool ended;
 };
 
 bool req_upgrade_check(struct req *r, const char *version, int64_t body_len,
@@ -99,26 +98,48 @@ static void tun_buf_put(void *arg, char *buf)
 
 /* ---- the end ---- */
 
+/* The figures of the access line: bytes each way, and for an end that
+ * was not the backend's own, from the moment the proxy learnt of it (a
+ * client's hang-up, a reset, a cancel) to the other side's close. */
+static void rt_account(struct req_tunnel *rt)
+{
+	const struct tunnel_report *rep = &rt->rep;
+	struct req *r = rt->r;
+	int first = rep->first;
+
+	r->bytes_in = rep->bytes[TUNNEL_CLIENT];
+	r->bytes_out = rep->bytes[TUNNEL_UPSTREAM];
+	if (ctx_cause(r->ctx) == CTX_CAUSE_COMPLETED)
+		return;
+	if (first == TUNNEL_CLIENT || first == TUNNEL_UPSTREAM) {
+		r->tun_end_ns = rep->eof_at[first];
+		r->tun_close_ns = rep->closed_at[!first];
+	} else {
+		r->tun_end_ns = ctx_cancelled_at(r->ctx);
+		r->tun_close_ns = rep->closed_at[TUNNEL_UPSTREAM];
+	}
+}
+
 /* Both connections close (libmicrohttpd closes the client's), the request
- * context takes the tunnel's cause, and the request is logged. */
+ * context takes the tunnel's cause, and the request is logged.  rt goes,
+ * and with it the tunnel's reference to the request. */
 static void rt_close(struct req_tunnel *rt)
 {
 	struct req *r = rt->r;
 
-	rt->ended = true;
 	tunnel_free(rt->t);
-	rt->t = NULL;
 	uconn_close(rt->uc);
-	rt->uc = NULL;
 	if (rt->urh) {
 		MHD_upgrade_action(rt->urh, MHD_UPGRADE_ACTION_CLOSE);
-		rt->urh = NULL;
 		r->env->need_run = true;
 	}
 	ctx_cancel(r->ctx, rt->rep.cause != CTX_CAUSE_NONE ? rt->rep.cause :
 		   CTX_CAUSE_UPSTREAM_ERROR);
+	rt_account(rt);
 	metrics_tunnel_done(r->env->metrics, ctx_cause(r->ctx));
 	req_set_phase(r, PH_DONE);
+	r->tun = NULL;
+	free(rt);
 	req_log(r);
 	req_unref(r);
 }
@@ -137,7 +158,7 @@ void req_tunnel_end_now(struct req *r)
 {
 	struct req_tunnel *rt = r->tun;
 
-	if (!rt || rt->ended)
+	if (!rt)
 		return;
 	rt->rep.cause = ctx_is_cancelled(r->ctx) ? ctx_cause(r->ctx) :
 		CTX_CAUSE_SHUTDOWN;
@@ -154,18 +175,6 @@ void req_tunnels_end_now(struct req_env *env)
 		next = r->next;
 		req_tunnel_end_now(r);
 	}
-}
-
-void req_tunnel_free(struct req *r)
-{
-	struct req_tunnel *rt = r->tun;
-
-	if (!rt)
-		return;
-	tunnel_free(rt->t);
-	uconn_close(rt->uc);
-	free(rt);
-	r->tun = NULL;
 }
 
 /* ---- the start: libmicrohttpd hands over the client's socket ---- */
@@ -224,6 +233,7 @@ static void req_upgraded(void *cls, struct MHD_Connection *c, void *con_cls,
 		rt->urh = urh;
 		r->refs++;
 		r->tun = rt;
+		r->tunneled = true;
 		req_set_phase(r, PH_TUNNEL);
 		metrics_tunnel_open(r->env->metrics);
 		rc = rt_start(r, rt, sock, extra_in, extra_in_size);
@@ -264,29 +274,4 @@ enum MHD_Result req_reply_upgrade(struct req *r)
 	r->responded = true;
 	r->status = 101;
 	return rc;
-}
-
-void req_tunnel_account(const struct req *r, struct log_access *a)
-{
-	const struct req_tunnel *rt = r->tun;
-	int first;
-
-	if (!rt)
-		return;
-	a->status = 101;
-	a->bytes_in = rt->rep.bytes[TUNNEL_CLIENT];
-	a->bytes_out = rt->rep.bytes[TUNNEL_UPSTREAM];
-	a->cancel_ns = a->upstream_close_ns = 0;
-	if (rt->rep.cause == CTX_CAUSE_COMPLETED)
-		return;
-	/* From the moment the proxy learnt of the end to the other side's
-	 * close: a client's hang-up reaching the backend, or a cancel. */
-	first = rt->rep.first;
-	if (first == TUNNEL_CLIENT || first == TUNNEL_UPSTREAM) {
-		a->cancel_ns = rt->rep.eof_at[first];
-		a->upstream_close_ns = rt->rep.closed_at[!first];
-	} else {
-		a->cancel_ns = ctx_cancelled_at(r->ctx);
-		a->upstream_close_ns = rt->rep.closed_at[TUNNEL_UPSTREAM];
-	}
 }

@@ -1,0 +1,64 @@
+/* request_log.c - a request's access line and its metrics, written once when it ends. */
+#include "exchange.h"
+#include "fetch.h"
+#include "log.h"
+#include "metrics.h"
+#include "request_life.h"
+
+static const char *const phase_names[] = {
+	"uploading", "awaiting_headers", "streaming", "tunnel", "done",
+};
+
+const char *req_phase_name(enum req_phase ph)
+{
+	return phase_names[ph];
+}
+
+void req_log(struct req *r)
+{
+	struct log_access a = { 0 };
+	struct fetch *f = req_fetch(r);
+	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
+	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
+
+	/* The most telling cause: the fetch's own when it failed first. */
+	if (child != CTX_CAUSE_NONE && child != cause &&
+	    cause == CTX_CAUSE_COMPLETED)
+		cause = child;
+	a.id = r->id;
+	a.client = r->client;
+	a.tls = r->tls;
+	a.method = r->method;
+	a.path = r->uri;
+	a.route = r->route ? r->route->name : NULL;
+	/* No answer went out: the client left (or was dropped) first. */
+	a.status = cause == CTX_CAUSE_CLIENT_DISCONNECT || !r->status ?
+		499 : r->status;
+	a.upstream_status = f ? fetch_status(f) : 0;
+	a.attempts = r->x ? exchange_attempts(r->x) : 0;
+	a.upstream_addr = r->x ? exchange_upstream_addr(r->x) : NULL;
+	a.bytes_in = r->bytes_in;
+	a.bytes_out = r->bytes_out;
+	a.duration_ns = ctx_now_ns() - r->t0;
+	a.cause = ctx_cause_name(cause);
+	a.phase = r->cancel_phase && cause != CTX_CAUSE_COMPLETED ?
+		r->cancel_phase : req_phase_name(PH_DONE);
+	if (cause != CTX_CAUSE_COMPLETED) {
+		a.cancel_ns = r->child && ctx_is_cancelled(r->child) ?
+			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
+		a.upstream_close_ns = f ? fetch_closed_at(f) : 0;
+	}
+	if (r->tunneled) {              /* request_tunnel.c's figures */
+		a.status = 101;
+		a.cancel_ns = r->tun_end_ns;
+		a.upstream_close_ns = r->tun_close_ns;
+	}
+	log_access(r->env->log, &a);
+	metrics_request_done(r->env->metrics,
+			     r->route ? r->route->metrics_slot : 0, a.status,
+			     cause, f ? fetch_head_latency(f) : -1,
+			     a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
+			     a.upstream_close_ns - a.cancel_ns : -1);
+	metrics_inflight_add(r->env->metrics, -1);
+}
+
