@@ -199,7 +199,12 @@ static void head_write_deadline(struct fetch *f)
 
 	f->head_len = f->fields_len;
 	head_writer(f, &w);
-	left = ctx_remaining_ns(f->ctx, ctx_now_ns());
+	if (!f->rq.upgrade)
+		left = ctx_remaining_ns(f->ctx, ctx_now_ns());
+	else if (f->rq.tunnel_deadline == CTX_NO_DEADLINE)
+		left = CTX_NO_DEADLINE;
+	else
+		left = f->rq.tunnel_deadline - ctx_now_ns();
 	if (name && *name && left != CTX_NO_DEADLINE)
 		h1_put_field_u64(&w, name, strlen(name),
 				 left > 0 ? (uint64_t)left / 1000000 : 0);
