@@ -196,10 +196,11 @@ enum MHD_Result req_reply_failure(struct req *r);
  * r->err_status instead. */
 bool req_upgrade_check(struct req *r, const char *version, int64_t body_len,
 		       const struct headers_field *f, size_t n);
-/* The backend's 101: queue it; libmicrohttpd then hands over the client's
- * socket and the tunnel starts (it holds a reference to r until its end,
- * when it logs r and closes both connections). */
-enum MHD_Result req_reply_upgrade(struct req *r);
+/* The response for the backend's 101 (its fields still to add): once it
+ * is sent, libmicrohttpd hands over the client's socket and the tunnel
+ * starts (it holds a reference to r until its end, when it logs r and
+ * closes both connections).  NULL on ENOMEM. */
+struct MHD_Response *req_upgrade_response(void);
 /* End r's tunnel now, synchronously (the worker stops): cause shutdown
  * unless r's context has one.  A no-op without a live tunnel. */
 void req_tunnel_end_now(struct req *r);

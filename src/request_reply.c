@@ -144,8 +144,6 @@ enum MHD_Result req_reply_stream(struct req *r)
 	size_t i;
 
 	ASSERT(!r->responded);
-	if (status == 101)                /* only to an upgrade request */
-		return req_reply_upgrade(r);
 	if (!req_head_fits(r)) {
 		log_msg(LOG_WARN, "upstream response head too large for the "
 			"client connection", "id=%s", r->id);
@@ -155,7 +153,8 @@ enum MHD_Result req_reply_stream(struct req *r)
 	}
 	if (status_is_bodyless(status))
 		len = 0;
-	resp = req_response(r, len);
+	/* A 101 comes only to an upgrade request: the tunnel follows it. */
+	resp = status == 101 ? req_upgrade_response() : req_response(r, len);
 	if (!resp)
 		return MHD_NO;
 	for (i = 0; i < fetch_header_count(f); i++) {

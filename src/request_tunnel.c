@@ -252,26 +252,12 @@ static void req_upgraded(void *cls, struct MHD_Connection *c, void *con_cls,
 
 /* ---- the 101 ---- */
 
-enum MHD_Result req_reply_upgrade(struct req *r)
+struct MHD_Response *req_upgrade_response(void)
 {
-	struct fetch *f = req_fetch(r);
 	struct MHD_Response *resp;
-	const char *name, *value;
-	enum MHD_Result rc;
-	size_t i;
 
 	resp = MHD_create_response_for_upgrade(req_upgraded, NULL);
-	if (!resp)
-		return MHD_NO;
-	for (i = 0; i < fetch_header_count(f); i++) {
-		fetch_header(f, i, &name, &value);
-		MHD_add_response_header(resp, name, value);
-	}
-	MHD_add_response_header(resp, "Upgrade", "websocket");
-	MHD_add_response_header(resp, "X-Request-Id", r->id);
-	rc = MHD_queue_response(r->conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
-	MHD_destroy_response(resp);
-	r->responded = true;
-	r->status = 101;
-	return rc;
+	if (resp)
+		MHD_add_response_header(resp, "Upgrade", "websocket");
+	return resp;
 }
