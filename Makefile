@@ -107,6 +107,8 @@ TEST_OBJS_tunnel := tunnel loop context
 TEST_OBJS_curlmux := curlmux loop context
 TEST_PKGS_curlmux := libcurl
 TEST_PKGS_tunnel :=
+TEST_OBJS_trace := trace
+TEST_PKGS_trace :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
