@@ -205,6 +205,21 @@ static void check_log_format(struct config_loader *ld,
 		config_complain(ld, s, "'access_log_format' must be \"logfmt\" or \"json\", not '%s'", v);
 }
 
+static void check_otlp_endpoint(struct config_loader *ld,
+			       const config_setting_t *s, void *obj)
+{
+	const char *v = config_setting_get_string(s);
+	char *origin = NULL, *base = NULL, *host = NULL;
+	const char *why = config_split_upstream(v, &origin, &base, &host);
+
+	(void)obj;
+	if (why)
+		config_complain(ld, s, "'otlp_endpoint' %s: '%s'", why, v);
+	free(origin);
+	free(base);
+	free(host);
+}
+
 static void check_deadline_header(struct config_loader *ld,
 				  const config_setting_t *s, void *obj)
 {
@@ -342,6 +357,11 @@ static const struct config_key top_keys[] = {
 	    CONFIG_KEEPALIVE_MAX, NULL, false),
 	TOP("upstream_keepalive_timeout_ms", CONFIG_KEY_INT64,
 	    upstream_keepalive_timeout_ms, 1, CONFIG_TIMEOUT_MAX_MS, NULL, false),
+	TOP("trace_context", CONFIG_KEY_BOOL, trace_context, 0, 0, NULL, false),
+	TOP("trace_sample_percent", CONFIG_KEY_INT, trace_sample_percent, 0, 100,
+	    NULL, false),
+	TOP("otlp_endpoint", CONFIG_KEY_STRING, otlp_endpoint, 0, 0,
+	    check_otlp_endpoint, false),
 	TOP("defaults", CONFIG_KEY_CUSTOM, defaults, 0, 0, parse_defaults, false),
 	TOP("routes", CONFIG_KEY_CUSTOM, routes, 0, 0, remember_routes, true),
 };
@@ -541,6 +561,7 @@ static struct config *config_new(const char *name)
 	cfg->max_body_bytes = 104857600;
 	cfg->shutdown_grace_ms = 10000;
 	cfg->upstream_keepalive = 256;
+	cfg->trace_context = true;
 	cfg->tls_min_version = 12;
 	cfg->upstream_keepalive_timeout_ms = 60000;
 	cfg->defaults.connect_timeout_ms = 1000;
@@ -675,6 +696,7 @@ void config_free(struct config *cfg)
 	free(cfg->access_log);
 	free(cfg->access_log_format);
 	free(cfg->deadline_header);
+	free(cfg->otlp_endpoint);
 	free(cfg->path);
 	free(cfg);
 }

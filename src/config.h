@@ -46,6 +46,9 @@ struct config {
 	int upstream_keepalive;         /* idle connections kept per worker and
 					   upstream server; default 256, 0 = none */
 	int64_t upstream_keepalive_timeout_ms; /* default 60000 */
+	bool trace_context;             /* W3C traceparent joined; default true */
+	int trace_sample_percent;       /* new traces sampled, 0..100; default 0 */
+	char *otlp_endpoint;            /* "http[s]://host:port/path"; NULL = none */
 	struct config_timeouts defaults;
 	struct config_route *routes;
 	size_t nroutes;

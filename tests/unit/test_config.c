@@ -431,6 +431,36 @@ static void test_ranges(void **state)
 		NULL);
 	expect_errors(LISTEN "workers = 257;\n" ROUTE_A,
 		      "t.conf:2: 'workers' must be between 1 and 256", NULL);
+	expect_errors(LISTEN "trace_sample_percent = 101;\n"
+		      "trace_context = 1;\n"
+		      "otlp_endpoint = \"udp://127.0.0.1:4318\";\n"
+		      "routes = ( { name = \"r\"; prefix = \"/\"; upstream = \"http://h\";\n"
+		      "  tunnel_max_ms = -1; tunnel_idle_timeout_ms = 1.5; } );\n",
+		      "t.conf:2: 'trace_sample_percent' must be between 0 and 100",
+		      "t.conf:3: 'trace_context' must be true or false",
+		      "t.conf:4: 'otlp_endpoint' only http:// and https:// upstreams are supported",
+		      "t.conf:6: 'tunnel_max_ms' must be between 0 and",
+		      "t.conf:6: 'tunnel_idle_timeout_ms' must be an integer",
+		      NULL);
+}
+
+static void test_trace_keys(void **state)
+{
+	struct config *cfg = load_ok(LISTEN ROUTE_A);
+
+	(void)state;
+	assert_true(cfg->trace_context);
+	assert_int_equal(cfg->trace_sample_percent, 0);
+	assert_null(cfg->otlp_endpoint);
+	config_free(cfg);
+	cfg = load_ok(LISTEN "trace_context = false;\n"
+		      "trace_sample_percent = 100;\n"
+		      "otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\";\n"
+		      ROUTE_A);
+	assert_false(cfg->trace_context);
+	assert_int_equal(cfg->trace_sample_percent, 100);
+	assert_string_equal(cfg->otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+	config_free(cfg);
 }
 
 /* One route per line so each message's line names its URL. */
@@ -1043,6 +1073,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_wrong_types),
 		cmocka_unit_test(test_ranges),
+		cmocka_unit_test(test_trace_keys),
 		cmocka_unit_test(test_bad_upstreams),
 		cmocka_unit_test(test_good_upstreams),
 		cmocka_unit_test(test_upstream_list),
