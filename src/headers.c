@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "headers.h"
+#include "trace.h"
 
 /* A field name with its length, so most comparisons end at the length. */
 struct fname {
@@ -335,6 +336,9 @@ static bool field_forwarded(const struct headers_field *f,
 		return false;
 	if (dl_len && name_is_n(f, u->deadline_header, dl_len))
 		return false;
+	if (u->traceparent &&
+	    (NAME_IS(f, "traceparent") || NAME_IS(f, "tracestate")))
+		return false;
 	return !has_conn || !field_named_in(f, in, n);
 }
 
@@ -372,6 +376,27 @@ static int emit_xff(const struct headers_field *in, size_t n,
 	return rc;
 }
 
+/* The client's tracestate fields joined with "," (RFC 9110 §5.3), or
+ * nothing when that is empty or longer than TRACE_STATE_MAX. */
+static int emit_tracestate(const struct headers_field *in, size_t n,
+			   headers_emit_fn emit, void *arg)
+{
+	char buf[TRACE_STATE_MAX];
+	size_t i, len = 0;
+
+	for (i = 0; i < n; i++) {
+		if (!NAME_IS(&in[i], "tracestate") || !in[i].value_len)
+			continue;
+		if (len + !!len + in[i].value_len > sizeof(buf))
+			return 0;
+		if (len)
+			buf[len++] = ',';
+		memcpy(buf + len, in[i].value, in[i].value_len);
+		len += in[i].value_len;
+	}
+	return len ? emit(arg, "tracestate", 10, buf, len) : 0;
+}
+
 static int emit_own(const struct headers_field *in, size_t n,
 		    const struct headers_upstream *u, headers_emit_fn emit,
 		    void *arg)
@@ -393,6 +418,10 @@ static int emit_own(const struct headers_field *in, size_t n,
 		rc = emit_str(emit, arg, "X-Forwarded-Host", u->host);
 	if (!rc)
 		rc = emit_str(emit, arg, "Via", "1.1 ctxproxy");
+	if (!rc && u->traceparent)
+		rc = emit_str(emit, arg, "traceparent", u->traceparent);
+	if (!rc && u->traceparent && u->tracestate)
+		rc = emit_tracestate(in, n, emit, arg);
 	return rc;
 }
 
@@ -416,6 +445,21 @@ int headers_rewrite_request(const struct headers_field *in, size_t n,
 			return rc;
 	}
 	return emit_own(in, n, u, emit, arg);
+}
+
+size_t headers_count(const struct headers_field *f, size_t n,
+		     const char *name, const struct headers_field **first)
+{
+	size_t i, count = 0, len = strlen(name);
+
+	*first = NULL;
+	for (i = 0; i < n; i++) {
+		if (!name_is_n(&f[i], name, len))
+			continue;
+		if (!count++)
+			*first = &f[i];
+	}
+	return count;
 }
 
 bool headers_response_forwarded(const struct headers_field *f,

@@ -92,7 +92,19 @@ struct headers_upstream {
 	const char *request_id;      /* X-Request-Id */
 	const char *deadline_header; /* the client's copy is dropped; "" = none */
 	bool https;                  /* the client came over TLS: X-Forwarded-Proto */
+	/* NULL: the client's traceparent and tracestate go on untouched
+	 * (trace_context = false).  Else the client's are dropped and this
+	 * traceparent goes instead, with the client's tracestate fields
+	 * (joined with ",") when tracestate is set and they fit in
+	 * TRACE_STATE_MAX bytes. */
+	const char *traceparent;
+	bool tracestate;
 };
+
+/* How many fields of f[0, n) are named name (lower case), and the first
+ * of them in *first (NULL when none). */
+size_t headers_count(const struct headers_field *f, size_t n,
+		     const char *name, const struct headers_field **first);
 
 /* Called once per field of the upstream head, in order. */
 typedef int (*headers_emit_fn)(void *arg, const char *name, size_t name_len,

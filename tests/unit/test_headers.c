@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "headers.h"
+#include "trace.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -812,7 +813,7 @@ static void test_line_layout(void **state)
 
 struct rec {
 	char name[REC_MAX][256];
-	char value[REC_MAX][512];
+	char value[REC_MAX][TRACE_STATE_MAX + 1];
 	size_t n;
 	size_t fail_at;               /* call number that fails, 0 = none */
 	int fail_rc;
@@ -1118,6 +1119,50 @@ static void test_rewrite_deadline_header(void **state)
 	assert_string_equal(rec_value(r, "X-Deadline"), "100");
 }
 
+/* SPEC §11: with trace context on, the client's traceparent and
+ * tracestate give way to the proxy's traceparent and the joined
+ * tracestate (dropped over 512 bytes); off, both go on untouched. */
+static void test_rewrite_trace(void **state)
+{
+	static char big[TRACE_STATE_MAX];
+	static const char tp[] =
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	struct headers_field in[FIELDS_MAX] = {
+		FL("Host", "h"), FL("TraceParent", "00-aa-bb-01"),
+		FL("tracestate", "a=1"), FL("Tracestate", "b=2"),
+	};
+	struct headers_upstream u = upstream_default;
+	const struct headers_field *first;
+	struct rec *r;
+
+	(void)state;
+	r = rewrite(in, &u);
+	assert_string_equal(rec_value(r, "traceparent"), "00-aa-bb-01");
+	assert_int_equal(rec_count(r, "tracestate"), 2);
+	u.traceparent = tp;
+	r = rewrite(in, &u);
+	assert_string_equal(rec_value(r, "traceparent"), tp);
+	assert_absent(r, "tracestate");
+	u.tracestate = true;
+	r = rewrite(in, &u);
+	assert_string_equal(rec_value(r, "traceparent"), tp);
+	assert_string_equal(rec_value(r, "tracestate"), "a=1,b=2");
+	/* 512 bytes in all pass; 513 are dropped. */
+	memset(big, 'x', sizeof(big));
+	in[3] = (struct headers_field){ "tracestate", 10, big,
+					TRACE_STATE_MAX - 4 };
+	r = rewrite(in, &u);
+	assert_int_equal(strlen(rec_value(r, "tracestate")), TRACE_STATE_MAX);
+	in[3].value_len++;
+	r = rewrite(in, &u);
+	assert_absent(r, "tracestate");
+	assert_int_equal(headers_count(in, 4, "traceparent", &first), 1);
+	assert_ptr_equal(first, &in[1]);
+	assert_int_equal(headers_count(in, 4, "tracestate", &first), 2);
+	assert_int_equal(headers_count(in, 4, "via", &first), 0);
+	assert_null(first);
+}
+
 static void test_rewrite_emit_error(void **state)
 {
 	static const struct headers_field in[FIELDS_MAX] = {
@@ -1315,6 +1360,7 @@ int main(void)
 		cmocka_unit_test(test_rewrite_long_named_field),
 		cmocka_unit_test(test_response_forwarded),
 		cmocka_unit_test(test_wants_websocket),
+		cmocka_unit_test(test_rewrite_trace),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
