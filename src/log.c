@@ -335,6 +335,8 @@ struct access_field {
 /* The access line's fields, in the order they are printed. */
 static const struct access_field access_fields[] = {
 	{ "id", STR_FIELD(id) },
+	{ "trace_id", STR_FIELD(trace_id), .optional = true },
+	{ "span_id", STR_FIELD(span_id), .optional = true },
 	{ "client", STR_FIELD(client) },
 	{ "tls", STR_FIELD(tls), .optional = true },
 	{ "method", STR_FIELD(method) },

@@ -9,6 +9,8 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 /* One finished request, as the access log shows it. */
 struct log_access {
 	const char *id;
+	const char *trace_id;     /* W3C trace id, 32 hex; NULL = tracing off */
+	const char *span_id;      /* this hop's span id, 16 hex; NULL = off */
 	const char *client;       /* "ip:port" */
 	const char *tls;          /* TLS version ("1.3"), NULL = plain */
 	const char *method;

@@ -32,6 +32,27 @@ static uint64_t req_rand(struct req_env *env)
 	return env->rng[1] + s0;
 }
 
+static uint64_t req_trace_rand(void *arg)
+{
+	return req_rand(arg);
+}
+
+/* SPEC §11: join the client's trace (one valid traceparent), or begin a
+ * new one. */
+static void req_begin_trace(struct req *r, const struct field_vec *v)
+{
+	const struct headers_field *tp;
+	size_t count;
+
+	if (!r->cfg->trace_context)
+		return;
+	count = headers_count(v->f, v->n, "traceparent", &tp);
+	trace_begin(&r->trace, tp ? tp->value : NULL, tp ? tp->value_len : 0,
+		    (int)count, r->cfg->trace_sample_percent, req_trace_rand,
+		    r->env);
+	r->traced = true;
+}
+
 void req_env_init(struct req_env *env)
 {
 	if (getrandom(env->rng, sizeof(env->rng), 0) != sizeof(env->rng))
@@ -156,6 +177,7 @@ static int req_upstream_head(void *arg, struct fetch *f,
 	char ip[INET6_ADDRSTRLEN + 2];
 	struct field_vec again;
 	const struct field_vec *v = r->fields;
+	char tp[TRACE_PARENT_LEN + 1];
 
 	if (!v) {
 		again.n = 0;
@@ -172,6 +194,11 @@ static int req_upstream_head(void *arg, struct fetch *f,
 	u.request_id = r->id;
 	u.deadline_header = r->cfg->deadline_header;
 	u.https = r->tls != NULL;
+	if (r->traced) {
+		trace_format(&r->trace, tp);
+		u.traceparent = tp;
+		u.tracestate = r->trace.joined;
+	}
 	return headers_rewrite_request(v->f, v->n, &u, head_emit, f);
 }
 
@@ -336,6 +363,7 @@ static enum MHD_Result req_begin(struct req *r, const char *method,
 	int64_t body_len;
 
 	body_len = req_check_head(r, method, version, v);
+	req_begin_trace(r, v);
 	req_decide_error(r, body_len);
 	if (!r->err_status)
 		req_upgrade_check(r, version, body_len, v->f, v->n);

@@ -12,6 +12,7 @@
 #include "exchange.h"
 #include "headers.h"
 #include "invariant.h"
+#include "trace.h"
 
 struct MHD_Connection;
 
@@ -122,6 +123,8 @@ struct req {
 	ctx_t *child;                     /* the upstream exchange's context */
 	ctx_watch_t ctx_watch;
 	struct exchange *x;
+	struct trace trace;               /* its place in its W3C trace */
+	bool traced;                      /* trace_context: trace is set */
 	bool upgrade;                     /* a WebSocket upgrade goes upstream */
 	struct req_tunnel *tun;           /* while a tunnel (request_tunnel.c) */
 	bool tunneled;                    /* it became one: it logs itself */

@@ -17,6 +17,7 @@ const char *req_phase_name(enum req_phase ph)
 void req_log(struct req *r)
 {
 	struct log_access a = { 0 };
+	char trace_id[TRACE_ID_HEX], span_id[TRACE_SPAN_HEX];
 	struct fetch *f = req_fetch(r);
 	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
 	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
@@ -26,6 +27,12 @@ void req_log(struct req *r)
 	    cause == CTX_CAUSE_COMPLETED)
 		cause = child;
 	a.id = r->id;
+	if (r->traced) {
+		trace_hex(r->trace.trace_id, sizeof(r->trace.trace_id), trace_id);
+		trace_hex(r->trace.span_id, sizeof(r->trace.span_id), span_id);
+		a.trace_id = trace_id;
+		a.span_id = span_id;
+	}
 	a.client = r->client;
 	a.tls = r->tls;
 	a.method = r->method;

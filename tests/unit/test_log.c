@@ -138,6 +138,31 @@ static void test_plain(void **state)
 	      "\"phase\":\"done\"}");
 }
 
+/* Trace context on: the trace and this hop's span follow the id. */
+static void test_trace_ids(void **state)
+{
+	struct log_access a = plain();
+
+	(void)state;
+	a.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+	a.span_id = "00f067aa0ba902b7";
+	check(&a, " type=access id=0123456789abcdef0123456789abcdef"
+	      " trace_id=4bf92f3577b34da6a3ce929d0e0e4736"
+	      " span_id=00f067aa0ba902b7 client=127.0.0.1:40000 method=GET"
+	      " path=\"/api/items?page=2\" route=api"
+	      " status=200 upstream_status=200 bytes_in=0 bytes_out=1234"
+	      " duration_ms=1.235 cause=completed phase=done",
+	      ",\"type\":\"access\","
+	      "\"id\":\"0123456789abcdef0123456789abcdef\","
+	      "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+	      "\"span_id\":\"00f067aa0ba902b7\","
+	      "\"client\":\"127.0.0.1:40000\",\"method\":\"GET\""
+	      ",\"path\":\"/api/items?page=2\",\"route\":\"api\","
+	      "\"status\":200,\"upstream_status\":200,\"bytes_in\":0,"
+	      "\"bytes_out\":1234,\"duration_ms\":1.235,\"cause\":\"completed\","
+	      "\"phase\":\"done\"}");
+}
+
 /* A request that went upstream: its attempts and the last server. */
 static void test_attempts_and_upstream_addr(void **state)
 {
@@ -412,6 +437,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_trace_ids),
 		cmocka_unit_test(test_attempts_and_upstream_addr),
 		cmocka_unit_test(test_cancel_and_upstream_close),
 		cmocka_unit_test(test_only_cancel),
