@@ -20,6 +20,7 @@ struct exchange {
 	ctx_t *ctx;                      /* the exchange's */
 	ctx_t *attempt;                  /* the last attempt's */
 	ctx_watch_t attempt_watch;
+	int64_t attempt_cancelled_at;    /* the last failed attempt's cancel */
 	struct fetch *fetch;             /* the last attempt's */
 	const struct fetch_ops *ops;
 	void *arg;
@@ -191,6 +192,8 @@ static void x_on_attempt_cancel(ctx_t *attempt, void *arg)
 	struct exchange *x = arg;
 	ctx_cause_t cause = ctx_cause(attempt);
 
+	if (cause != CTX_CAUSE_COMPLETED)
+		x->attempt_cancelled_at = ctx_cancelled_at(attempt);
 	if (x->head_passed && cause != CTX_CAUSE_COMPLETED)
 		ctx_cancel(x->ctx, cause);
 }
@@ -515,6 +518,11 @@ bool exchange_ended(const struct exchange *x)
 {
 	return x->failed || !x->fetch ||
 		(x->head_passed && fetch_ended(x->fetch));
+}
+
+int64_t exchange_attempt_cancelled_at(const struct exchange *x)
+{
+	return x->attempt_cancelled_at;
 }
 
 int exchange_attempts(const struct exchange *x)

@@ -79,6 +79,11 @@ bool exchange_has_head(const struct exchange *x);
 /* True once no attempt runs and none will. */
 bool exchange_ended(const struct exchange *x);
 
+/* When the last attempt that did not complete was cancelled (its own
+ * timeout or failure, or the exchange's cancel reaching it), or 0: the
+ * moment that closed its connection. */
+int64_t exchange_attempt_cancelled_at(const struct exchange *x);
+
 /* Attempts made (0 before any), and the address of the last attempt's
  * server: "IP:PORT" once connected, else the configured "host:port". */
 int exchange_attempts(const struct exchange *x);

@@ -18,6 +18,7 @@ void req_log(struct req *r)
 {
 	struct log_access a = { 0 };
 	char trace_id[TRACE_ID_HEX], span_id[TRACE_SPAN_HEX];
+	int64_t attempt_at;
 	struct fetch *f = req_fetch(r);
 	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
 	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
@@ -53,6 +54,11 @@ void req_log(struct req *r)
 	if (cause != CTX_CAUSE_COMPLETED) {
 		a.cancel_ns = r->child && ctx_is_cancelled(r->child) ?
 			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
+		/* An attempt's own end (a timeout of its phase, a reset, a
+		 * refused response) came first: that closed the upstream. */
+		attempt_at = r->x ? exchange_attempt_cancelled_at(r->x) : 0;
+		if (attempt_at && attempt_at < a.cancel_ns)
+			a.cancel_ns = attempt_at;
 		a.upstream_close_ns = f ? fetch_closed_at(f) : 0;
 	}
 	if (r->tunneled) {              /* request_tunnel.c's figures */

@@ -115,7 +115,7 @@ static void rt_account(struct req_tunnel *rt)
 		r->tun_end_ns = rep->eof_at[first];
 		r->tun_close_ns = rep->closed_at[!first];
 	} else {
-		r->tun_end_ns = ctx_cancelled_at(r->ctx);
+		r->tun_end_ns = rep->cancelled_at;
 		r->tun_close_ns = rep->closed_at[TUNNEL_UPSTREAM];
 	}
 }

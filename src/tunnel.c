@@ -179,6 +179,9 @@ static void fail(struct tunnel *t, int side, int err)
 
 static void cancel(struct tunnel *t, ctx_cause_t cause)
 {
+	if (!t->ended)
+		t->rep.cancelled_at = ctx_is_cancelled(t->ctx) ?
+			ctx_cancelled_at(t->ctx) : ctx_now_ns();
 	finish(t, TUNNEL_END_CANCELLED, -1, 0, cause);
 }
 

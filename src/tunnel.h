@@ -95,6 +95,9 @@ struct tunnel_report {
 	int64_t eof_at[2];   /* monotonic ns side s's EOF or error was seen, or 0 */
 	int64_t closed_at[2]; /* monotonic ns side s was shut down, or 0 */
 	int64_t started_at, ended_at;
+	/* CANCELLED: when the cancel came (the context's own time, or when
+	 * the idle or lifetime timeout fired); else 0. */
+	int64_t cancelled_at;
 };
 
 /* The worker's parts the tunnel uses, and who hears the report. */

@@ -503,6 +503,9 @@ static void test_cancel_closes_both(void **state)
 	assert_true(p.rep.closed_at[TUNNEL_CLIENT] > 0);
 	assert_true(p.rep.closed_at[TUNNEL_UPSTREAM] > 0);
 	assert_true(p.rep.closed_at[TUNNEL_CLIENT] <= p.rep.ended_at);
+	/* The cancel is the context's, before either side closed. */
+	assert_int_equal(p.rep.cancelled_at, ctx_cancelled_at(p.ctx));
+	assert_true(p.rep.cancelled_at <= p.rep.closed_at[TUNNEL_UPSTREAM]);
 	pair_close(&p);
 }
 
@@ -550,6 +553,10 @@ static void test_idle_timeout(void **state)
 	assert_int_equal(p.rep.cause, CTX_CAUSE_IDLE_TIMEOUT);
 	assert_true(p.rep.ended_at - last >= 60 * 1000000LL);
 	assert_true(p.rep.ended_at - last < 500 * 1000000LL);
+	/* The timeout's own cancel comes before both closes. */
+	assert_true(p.rep.cancelled_at > 0);
+	assert_true(p.rep.cancelled_at <= p.rep.closed_at[TUNNEL_CLIENT]);
+	assert_true(p.rep.cancelled_at <= p.rep.closed_at[TUNNEL_UPSTREAM]);
 	assert_eof_now(p.cpeer);
 	assert_eof_now(p.upeer);
 	pair_close(&p);
@@ -574,6 +581,8 @@ static void test_max_lifetime(void **state)
 	assert_int_equal(p.rep.cause, CTX_CAUSE_DEADLINE_EXCEEDED);
 	assert_true(p.rep.ended_at - p.rep.started_at >= 100 * 1000000LL);
 	assert_true(p.rep.ended_at - p.rep.started_at < 600 * 1000000LL);
+	assert_true(p.rep.cancelled_at > 0);
+	assert_true(p.rep.cancelled_at <= p.rep.closed_at[TUNNEL_UPSTREAM]);
 	pair_close(&p);
 }
 
