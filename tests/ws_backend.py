@@ -37,19 +37,20 @@ Event lines (t = CLOCK_MONOTONIC microseconds, the clock of time.monotonic()):
   t=US ev=request conn=C method=M path=TARGET version=V h_NAME=VALUE ...
         one h_ key per request field: NAME lower-case with '-' as '_',
         VALUE percent-encoded, repeated fields joined with ", "
-  t=US ev=response conn=C status=S
+  t=US ev=response conn=C status=S      (stamped just before it is sent)
   t=US ev=message conn=C type=text|binary len=N sha1=HEX12 [text=VALUE]
         (text= for a text message of at most 200 bytes, percent-encoded)
   t=US ev=bytes conn=C n=N total=T      raw bytes (--raw101, /status200)
   t=US ev=close_frame conn=C code=N
   t=US ev=send_blocked conn=C bytes=N   bytes sent so far when blocked
   t=US ev=sent conn=C bytes=N           all of /send's bytes are sent
-  t=US ev=shutwr conn=C                 this side's FIN left (SHUT_WR)
+  t=US ev=shutwr conn=C                 this side's FIN leaves (SHUT_WR; stamped just before)
   t=US ev=released conn=C               /stall starts reading
   t=US ev=close conn=C by=peer how=fin|rst code=N|none
         the peer's FIN or reset was read; code: the close frame's, if any
   t=US ev=close conn=C by=self how=fin|rst|error|timeout
-        this side closed first (or gave up); a connection's last event
+        this side closed first (or gave up; stamped just before close());
+        a connection's last event
 """
 
 import hashlib
@@ -179,12 +180,13 @@ class Conn:
                 self.shutwr()
 
     def shutwr(self):
+        # stamped before the FIN leaves: the peer may see it before we print
+        emit("ev=shutwr conn=%d", self.id)
         self.eof_sent = True
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        emit("ev=shutwr conn=%d", self.id)
 
     # -- the opening handshake --
 
@@ -276,15 +278,15 @@ class Conn:
         query = dict(urllib.parse.parse_qsl(url.query))
         if url.path == "/status200" and "upgrade" in req.headers:
             body = b"plain answer\n"
+            emit("ev=response conn=%d status=200", self.id)
             self.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            emit("ev=response conn=%d status=200", self.id)
             self.raw_mode = True
             return self.read_messages(False)
         response = self.ws.accept(req)
         self.ws.send_response(response)
-        self.flush()
         emit("ev=response conn=%d status=%d", self.id, response.status_code)
+        self.flush()
         if response.status_code != 101:
             self.raw_mode = True
             return self.read_messages(False)
@@ -319,9 +321,9 @@ class Conn:
         emit("ev=request conn=%d method=%s path=%s version=%s %s", self.id, enc(method),
              enc(target), enc(version.replace("HTTP/", "")),
              " ".join("%s=%s" % (k, enc(v)) for k, v in fields.items()))
+        emit("ev=response conn=%d status=101", self.id)
         self.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                   b"Connection: Upgrade\r\n\r\n")
-        emit("ev=response conn=%d status=101", self.id)
         self.raw_mode = True
         if rest:
             self.raw_total += len(rest)
