@@ -480,6 +480,7 @@ class WebSocket(ProxyTest):
         self.assertEqual(req.get("h_sec_websocket_protocol"), "chat")
         self.assertEqual(req.get("h_sec_websocket_version"), "13")
         self.assertTrue(req.get("h_sec_websocket_key"))
+        self.assertTrue(req.get("h_x_request_timeout_ms"), "no deadline header upstream")
         msgs = backend.wait_count(len(sizes), ev="message", conn=req["conn"])
         self.assertEqual([int(m["len"]) for m in msgs],
                          [n + (len("t%d-" % i) if i % 2 else 0) for i, n in enumerate(sizes)])
@@ -523,6 +524,12 @@ class WebSocket(ProxyTest):
         self.assertEqual(after.get("ctxproxy_tunnels_active"), 0.0)
         for cause in CAUSES[1:]:
             self.assertEqual(tunnels_total(after, cause), tunnels_total(before, cause), cause)
+        # a tunnel counts as a request does: by its status, its cancellation
+        # and its propagation time
+        for key in ('ctxproxy_requests_total{route="ws",code="101"}',
+                    'ctxproxy_cancellations_total{route="ws",cause="client_disconnect"}',
+                    "ctxproxy_cancel_propagation_seconds_count"):
+            self.assertEqual(after.get(key, 0.0) - before.get(key, 0.0), 1.0, key)
 
     def test_client_close_reaches_backend(self):
         """Client closes its socket (no close frame): the backend's connection
@@ -555,6 +562,25 @@ class WebSocket(ProxyTest):
         self.assertEqual(tunnels_total(m, "completed"), 1.0)
         self.assertEqual(m.get("ctxproxy_tunnels_active"), 0.0)
 
+    def test_backend_close_drains_to_slow_client(self):
+        """The backend sends 2 MiB and closes while the client is not reading:
+        what the proxy holds still reaches the client, then EOF."""
+        n = 2 * MIB
+        backend, proxy = self.ws_pair()
+        c, req = self.opened(proxy, backend, "/send?n=%d&then=close" % n)
+        # the kernel's buffers on the way usually take it all and the backend
+        # closes; should they not, it is held back and the reading starts
+        first = backend.wait(lambda e: e.get("ev") in ("send_blocked", "close"),
+                             conn=req["conn"])
+        msgs = c.read_until_closed()
+        data = b"".join(m[1] for m in msgs)
+        self.assertEqual(len(data), n, "bytes before the close (backend: %r)" % first)
+        self.assertTrue(data == pattern_bytes(n), "the bytes came changed")
+        self.assertEqual(c.eof, "fin")
+        backend.wait(ev="close", conn=req["conn"], by="self")
+        self.assertAccess(self.tunnel_line(proxy, "/send"), cause="completed",
+                          bytes_out=send_frames_len(n))
+
     def test_backend_reset(self):
         """The backend resets its connection: the client's ends at once,
         cause=upstream_error."""
@@ -566,7 +592,11 @@ class WebSocket(ProxyTest):
         line = self.tunnel_line(proxy, "/send")
         self.assertAccess(line, cause="upstream_error", phase="tunnel")
         self.assertEndTimes(line)
-        self.assertEqual(tunnels_total(scrape(proxy), "upstream_error"), 1.0)
+        m = scrape(proxy)
+        self.assertEqual(tunnels_total(m, "upstream_error"), 1.0)
+        self.assertEqual(m.get('ctxproxy_cancellations_total{route="ws",cause="upstream_error"}'),
+                         1.0)
+        self.assertEqual(m.get("ctxproxy_cancel_propagation_seconds_count"), 1.0)
 
     # -- 5. half-close --
 
@@ -689,6 +719,23 @@ class WebSocket(ProxyTest):
         m = scrape(proxy)
         self.assertEqual(sum(tunnels_total(m, cause) for cause in CAUSES), 0.0)
 
+    def test_upgrade_with_body_is_plain(self):
+        """An Upgrade request with a body goes as plain HTTP (a WebSocket
+        server refuses a body, so the plain test backend answers it)."""
+        backend = self.start_backend()
+        proxy = self.start_proxy([route("main", "/", backend)], admin="127.0.0.1:0")
+        c = self.client(proxy)
+        c.send(upgrade_head("/headers?body", extra=[("Content-Length", "5")]) + b"hello")
+        resp = c.read_response()
+        self.assertEqual(resp.status, 200)
+        req = backend.wait_request("/headers?body")
+        headers = backend.headers_of(req)
+        self.assertNotIn("upgrade", headers)
+        self.assertNotIn("upgrade", header_tokens(", ".join(headers.get("connection", []))))
+        backend.wait(ev="body_done", conn=req["conn"], req=req["req"], bytes=5)
+        m = scrape(proxy)
+        self.assertEqual(sum(tunnels_total(m, cause) for cause in CAUSES), 0.0)
+
     # -- 10, 11. timeouts --
 
     def test_idle_timeout(self):
@@ -734,8 +781,12 @@ class WebSocket(ProxyTest):
         m = scrape(proxy)
         self.assertEqual(tunnels_total(m, "idle_timeout"), 3.0)
         self.assertEqual(m.get("ctxproxy_tunnels_active"), 0.0)
+        self.assertEqual(m.get('ctxproxy_cancellations_total{route="ws",cause="idle_timeout"}'),
+                         3.0)
         for line in lines:
             self.assertEndTimes(line)
+        self.assertEqual(m.get("ctxproxy_cancel_propagation_seconds_count"), 3.0,
+                         "idle tunnels in the propagation histogram")
 
     def test_tunnel_max_and_route_timeout(self):
         """The route's timeout_ms and header_timeout_ms (300) bound the exchange
@@ -767,8 +818,13 @@ class WebSocket(ProxyTest):
         line = self.tunnel_line(proxy, "/echo")
         self.assertAccess(line, cause="deadline_exceeded", phase="tunnel")
         self.assertEqual(len(backend.find(ev="message", conn=req["conn"])), echoed)
-        self.assertEqual(tunnels_total(scrape(proxy), "deadline_exceeded"), 1.0)
+        m = scrape(proxy)
+        self.assertEqual(tunnels_total(m, "deadline_exceeded"), 1.0)
+        self.assertEqual(
+            m.get('ctxproxy_cancellations_total{route="ws",cause="deadline_exceeded"}'), 1.0)
         self.assertEndTimes(line)
+        self.assertEqual(m.get("ctxproxy_cancel_propagation_seconds_count"), 1.0,
+                         "the tunnel in the propagation histogram")
 
     # -- 12. shutdown --
 
