@@ -14,7 +14,6 @@ import os
 import select
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
