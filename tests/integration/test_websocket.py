@@ -479,7 +479,9 @@ class WebSocket(ProxyTest):
         self.assertEqual(req.get("h_sec_websocket_protocol"), "chat")
         self.assertEqual(req.get("h_sec_websocket_version"), "13")
         self.assertTrue(req.get("h_sec_websocket_key"))
-        self.assertTrue(req.get("h_x_request_timeout_ms"), "no deadline header upstream")
+        # no tunnel_max_ms and no client deadline: a tunnel without a deadline
+        # announces none (the route's timeout_ms ends at the 101)
+        self.assertIsNone(req.get("h_x_request_timeout_ms"), "deadline header upstream")
         msgs = backend.wait_count(len(sizes), ev="message", conn=req["conn"])
         self.assertEqual([int(m["len"]) for m in msgs],
                          [n + (len("t%d-" % i) if i % 2 else 0) for i, n in enumerate(sizes)])
@@ -789,34 +791,33 @@ class WebSocket(ProxyTest):
 
     def test_tunnel_max_and_route_timeout(self):
         """The route's timeout_ms and header_timeout_ms (300) bound the exchange
-        up to the 101 only: the tunnel echoes past them; tunnel_max_ms (900)
-        ends it with cause=deadline_exceeded, both sides."""
+        up to the 101 only, and client_idle_timeout_ms (300) does not apply:
+        a tunnel silent past them still echoes.  The deadline header upstream
+        announces tunnel_max_ms (900), not timeout_ms; at 900 ms the tunnel
+        ends with cause=deadline_exceeded, both sides."""
         life_us = 900_000
         backend, proxy = self.ws_pair(route_opts={"timeout_ms": 300, "header_timeout_ms": 300,
-                                                  "tunnel_max_ms": life_us // 1000})
+                                                  "tunnel_max_ms": life_us // 1000},
+                                      client_idle_timeout_ms=300)
         c, req = self.opened(proxy, backend)
-        opened_at = now_us()
-        echoed = 0
-        for i in range(30):
-            tick = time.monotonic()
-            if now_us() - opened_at > life_us * 0.75:
-                break
-            self.assertEqual(c.echo("m%d" % i), b"m%d" % i)
-            echoed += 1
-            time.sleep(max(0.0, 0.05 - (time.monotonic() - tick)))
-        self.assertGreater(now_us() - opened_at, 2 * 300_000, "echoed past timeout_ms")
-        self.assertTrue(c.is_open(0.01), "the tunnel ended before tunnel_max_ms")
+        self.assertWithin(int(req.get("h_x_request_timeout_ms", "0")), life_us // 1000 - 100,
+                          life_us // 1000, "deadline header upstream (ms)")
+        r101 = backend.wait(ev="response", conn=req["conn"])
+        self.assertEqual(c.echo("first"), b"first")
+        # silent until well past the 300 ms timeouts, well before tunnel_max_ms
+        time.sleep(max(0.0, 0.55 - (now_us() - r101["t"]) / 1e6))
+        self.assertEqual(c.echo("past timeout_ms"), b"past timeout_ms")
+        self.assertLess(now_us() - r101["t"], life_us, "the echo came too late to tell")
         c.read_until_closed()
         end = backend.close_of(req["conn"])
         self.assertEqual(end["by"], "peer")
-        r101 = backend.wait(ev="response", conn=req["conn"])
         self.assertWithin(end["t"] - r101["t"], life_us - TIMER_SLACK_US,
                           life_us + PROPAGATION_US, "the tunnel's life at the backend (us)")
         self.assertWithin(c.eof_at - r101["t"], life_us - TIMER_SLACK_US,
                           life_us + PROPAGATION_US, "the tunnel's life at the client (us)")
         line = self.tunnel_line(proxy, "/echo")
         self.assertAccess(line, cause="deadline_exceeded", phase="tunnel")
-        self.assertEqual(len(backend.find(ev="message", conn=req["conn"])), echoed)
+        self.assertEqual(len(backend.find(ev="message", conn=req["conn"])), 2)
         m = scrape(proxy)
         self.assertEqual(tunnels_total(m, "deadline_exceeded"), 1.0)
         self.assertEqual(
@@ -824,6 +825,29 @@ class WebSocket(ProxyTest):
         self.assertEndTimes(line)
         self.assertEqual(m.get("ctxproxy_cancel_propagation_seconds_count"), 1.0,
                          "the tunnel in the propagation histogram")
+
+    def test_client_deadline_bounds_tunnel(self):
+        """A deadline the client sent in the deadline header (500 ms) applies
+        to the tunnel: announced upstream, and the tunnel ends at it
+        (cause=deadline_exceeded)."""
+        budget_us = 500_000
+        backend, proxy = self.ws_pair()
+        sent_at = now_us()    # the proxy's clock for it starts after this
+        c, req = self.opened(proxy, backend,
+                             headers=[("X-Request-Timeout-Ms", str(budget_us // 1000))])
+        self.assertWithin(int(req.get("h_x_request_timeout_ms", "0")), 1, budget_us // 1000,
+                          "deadline header upstream (ms)")
+        self.assertEqual(c.echo("within"), b"within")
+        c.read_until_closed()
+        end = backend.close_of(req["conn"])
+        self.assertEqual(end["by"], "peer")
+        self.assertWithin(end["t"] - sent_at, budget_us - TIMER_SLACK_US,
+                          budget_us + PROPAGATION_US, "request sent -> backend end (us)")
+        self.assertWithin(c.eof_at - sent_at, budget_us - TIMER_SLACK_US,
+                          budget_us + PROPAGATION_US, "request sent -> client end (us)")
+        line = self.tunnel_line(proxy, "/echo")
+        self.assertAccess(line, cause="deadline_exceeded", phase="tunnel")
+        self.assertEndTimes(line)
 
     # -- 12. shutdown --
 
