@@ -44,7 +44,7 @@ SRCS := $(wildcard src/*.c)
 OBJS := $(SRCS:src/%.c=$(B)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
-TEST_PROGS := $(B)/tests/backend
+TEST_PROGS := $(B)/tests/backend $(B)/tests/ws_backend
 
 .PHONY: all check check-valgrind unit demo install clean bench deps
 
@@ -148,12 +148,12 @@ unit: $(UNIT_BINS)
 
 demo:
 	@scripts/deps.sh demo
-	@$(MAKE) --no-print-directory $(B)/ctxproxy $(B)/tests/backend
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(TEST_PROGS)
 	@python3 tests/demo.py
 
 bench:
 	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory $(B)/ctxproxy $(B)/tests/backend
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(TEST_PROGS)
 	@bench/run.sh
 
 # Files under SYSCONFDIR are the operator's: installed once, never overwritten.
