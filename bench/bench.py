@@ -4,7 +4,8 @@
 usage: bench.py [--smoke] [--out FILE.md] [--json FILE] [--only CASES] [--proxies LIST]
                 [--failover-log]
   CASES: comma list of throughput,browser,cancel,longpoll,stream,failover,
-         tls-keepalive,tls-handshake (default: all)
+         tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
+         (default: all)
   LIST:  comma list of ctxproxy,nginx,haproxy (default: all; for debugging)
 
 Every process it starts (backends, proxies, clients) is a child with
@@ -36,8 +37,14 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     backend.  tls-keepalive: keep-alive GETs, 1 and 2 workers;
     tls-handshake: `Connection: close` on every request, so each one is a
     new connection with a full handshake, 1 worker.
+ 7. ws-idle-memory / ws-close-latency: WebSocket tunnels to
+    tests/ws_backend (an epoll echo server stamping each peer EOF) through
+    each proxy set up for WebSockets (WS_*), with bench/ws_client.py: 1,000
+    tunnels opened, one message echoed on each, the proxy's RSS before and
+    with all of them idle (KiB per idle tunnel); and N = 1, 100, 1000
+    tunnels closed by their clients together, client close -> backend EOF.
 --smoke: 1 s wrk runs (browser: C = 50 only; failover 2 s; TLS 1 worker), 1,000
-long-polls, 64 MiB transfers, 1 s grace.
+long-polls, 64 MiB transfers, 1 s grace, fewer WebSocket close rounds.
 Each run also records how much CPU other processes took meanwhile
 (CpuWatch): a note flags any run above 10%.
 Exit status: 0 if every run produced its figures, 1 if some did not, 2 if
@@ -63,20 +70,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CTXPROXY = os.path.join(ROOT, "build", "ctxproxy")
 BACKEND = os.path.join(ROOT, "build", "tests", "backend")
+WS_BACKEND = os.path.join(ROOT, "build", "tests", "ws_backend")
 PROXIES = ("ctxproxy", "nginx", "haproxy")
-ALL_CASES = "throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,tls-handshake"
+ALL_CASES = ("throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,tls-handshake,"
+             "ws-idle-memory,ws-close-latency")
 PY = sys.executable or "python3"
 
 FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
             browser_conns=(50, 256), tls_workers=(1, 2), tls_hs_workers=(1,),
             cancel_ns=(1, 100, 1000), cancel_reps={1: 100, 100: 10, 1000: 3}, cancel_grace=5.0,
             lp_n=10000, lp_hold=20.0,
-            stream_bytes=1 << 30, fo_secs=10, fo_conns=50, budget=570)
+            stream_bytes=1 << 30, fo_secs=10, fo_conns=50,
+            ws_mem_n=1000, ws_close_ns=(1, 100, 1000), ws_close_reps={1: 100, 100: 10, 1000: 3},
+            ws_grace=5.0, budget=570)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
              browser_conns=(50,), tls_workers=(1,), tls_hs_workers=(1,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
              lp_n=1000, lp_hold=3.0,
-             stream_bytes=64 << 20, fo_secs=2, fo_conns=50, budget=75)
+             stream_bytes=64 << 20, fo_secs=2, fo_conns=50,
+             ws_mem_n=1000, ws_close_ns=(1, 100, 1000), ws_close_reps={1: 3},
+             ws_grace=1.0, budget=75)
 WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
 # The failover case: two servers per proxy, each proxy's idiomatic retry and
 # passive-health settings, written out (ctxproxy's are its defaults).
@@ -135,6 +148,22 @@ ENGINE_P99 = 1.3
 TLS_CONNS = 50
 TLS_KEEPALIVE_RPS = 0.75
 TLS_HANDSHAKE_RPS = 0.7
+# The WebSocket cases: each proxy set up the way its documentation says
+# for WebSockets, tunnels allowed to stay idle for an hour.  ctxproxy:
+# websocket is on by default, said anyway; tunnel_idle_timeout_ms and
+# tunnel_max_ms stay 0 (off).  nginx: HTTP/1.1 upstream, the client's
+# Upgrade passed on and Connection set from it (the map in its docs), long
+# read/send timeouts.  HAProxy: mode http handles the Upgrade itself;
+# `timeout tunnel` is the idle limit once it is a tunnel.
+WS_CTXPROXY = "websocket = true;"
+WS_NGINX_HTTP = "map $http_upgrade $connection_upgrade { default upgrade; '' close; }"
+WS_NGINX = ("proxy_set_header Upgrade $http_upgrade;\n"
+            "            proxy_set_header Connection $connection_upgrade;")
+WS_NGINX_TIMEOUT = "3600s"  # proxy_read_timeout and proxy_send_timeout
+WS_HAPROXY = "timeout tunnel 3600s"
+# Target for a tunnel's close, beside "p99 <= nginx": SPEC section 3's 2 ms
+# (client close -> backend sees it) for a single tunnel.
+WS_CLOSE_1_MS = 2.0
 
 
 def request_head(headers, port=80, path="/"):
@@ -304,10 +333,13 @@ class Bench:
                 return
         self.rows.append((case, metric, dict(values), fmt))
 
-    def start_backend(self, quiet=False, ident=None):
-        name = self.name("backend")
-        p = Proc(name, [BACKEND, "-p", "0"] + (["-q"] if quiet else []) +
-                 (["-i", ident] if ident else []), self.tmp)
+    def start_backend(self, quiet=False, ident=None, ws=False):
+        """tests/backend, or with ws tests/ws_backend (its events are all the
+        WebSocket cases need; quiet and ident do not apply)."""
+        name = self.name("ws-backend" if ws else "backend")
+        argv = [WS_BACKEND, "-p", "0"] if ws else \
+            [BACKEND, "-p", "0"] + (["-q"] if quiet else []) + (["-i", ident] if ident else [])
+        p = Proc(name, argv, self.tmp)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and p.poll() is None:
             with open(p.out_path) as f:
@@ -317,7 +349,7 @@ class Bench:
                 return p
             time.sleep(0.01)
         p.stop()
-        raise RuntimeError(f"tests/backend did not start: {p.err_tail()}")
+        raise RuntimeError(f"tests/{'ws_' if ws else ''}backend did not start: {p.err_tail()}")
 
     def start_fast_backend(self):
         name = self.name("fast-nginx")
@@ -376,7 +408,7 @@ http {{
         return self._tls_cert
 
     def start_proxy(self, kind, workers, bport, conns, nginx_extra="", wrap=(), wait_s=5.0,
-                    access_log=False, tls=False):
+                    access_log=False, tls=False, ws=False):
         """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients.
         bport may be a list of ports: a pool of servers with retries and
         passive ejection (the failover case; see POOL_* for the settings).
@@ -386,7 +418,8 @@ http {{
         with access_log, its access log in TMP/NAME.access.log (p.access_log).
         tls: the proxy listens for TLS 1.3 only, with tls_cert(), and no
         session tickets or session cache (ctxproxy has neither); ctxproxy
-        then also gets an admin listener, for its handshake counter."""
+        then also gets an admin listener, for its handshake counter.
+        ws: the proxy carries WebSockets (WS_* settings)."""
         name = self.name(kind)
         conf = os.path.join(self.tmp, name + ".conf")
         bports = list(bport) if isinstance(bport, (list, tuple)) else [bport]
@@ -402,6 +435,8 @@ http {{
                          f'    {POOL_CTXPROXY}')
             else:
                 route = f'name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bports[0]}";'
+            if ws:
+                route += f" {WS_CTXPROXY}"
             with open(conf, "w") as f:
                 listen = (f'tls_listen = "127.0.0.1:0"; tls_min_version = "1.3";\n'
                           f'tls_certificates = ( {{ cert = "{cert}"; key = "{key}"; }} );'
@@ -447,6 +482,13 @@ routes = ( {{ {route} }} );
             servers = "\n".join(f"        server 127.0.0.1:{b};" for b in bports)
             if pool:
                 nginx_extra += f"\n            {POOL_NGINX}"
+            conn_field = 'proxy_set_header Connection "";'
+            ws_map = ""
+            io_timeout = "600s"
+            if ws:
+                conn_field = WS_NGINX
+                ws_map = f"\n    {WS_NGINX_HTTP}"
+                io_timeout = WS_NGINX_TIMEOUT
             listen_tls = ""
             if tls:
                 listen_tls = (f" ssl;\n        ssl_certificate {cert};\n"
@@ -468,7 +510,7 @@ http {{
     proxy_temp_path {self.tmp}/{name}.proxy;
     fastcgi_temp_path {self.tmp}/{name}.fastcgi;
     uwsgi_temp_path {self.tmp}/{name}.uwsgi;
-    scgi_temp_path {self.tmp}/{name}.scgi;
+    scgi_temp_path {self.tmp}/{name}.scgi;{ws_map}
     upstream backend {{
 {servers}
         keepalive 1024;
@@ -480,13 +522,13 @@ http {{
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            {conn_field}
             proxy_buffering off;
             proxy_request_buffering off;
             proxy_ignore_client_abort off;
             proxy_connect_timeout 5s;
-            proxy_read_timeout 600s;
-            proxy_send_timeout 600s;{nginx_extra}
+            proxy_read_timeout {io_timeout};
+            proxy_send_timeout {io_timeout};{nginx_extra}
         }}
     }}
 }}
@@ -504,6 +546,7 @@ http {{
             # TLS: 1.3 only, no tickets, no session cache (cachesize 0).
             tls_global = "\n    tune.ssl.cachesize 0" if tls else ""
             bind_tls = f" ssl crt {both} ssl-min-ver TLSv1.3 no-tls-tickets" if tls else ""
+            ws_timeout = f"\n    {WS_HAPROXY}" if ws else ""
             with open(conf, "w") as f:
                 f.write(f"""global
     maxconn {maxconn}
@@ -514,7 +557,7 @@ defaults
     timeout connect 5s
     timeout client 600s
     timeout server 600s
-    timeout http-keep-alive 300s
+    timeout http-keep-alive 300s{ws_timeout}
     option abortonclose
     http-reuse always
 
@@ -960,6 +1003,82 @@ backend be{pool_lines}
             fast.keep = False
             fast.stop()
 
+    # ---- case 7: WebSocket tunnels ----
+
+    def ws_run(self, proxy, n, argv, timeout):
+        """A fresh tests/ws_backend and proxy (WORKERS workers, set up for
+        WebSockets) for n tunnels, and bench/ws_client.py's result; the
+        client gets the proxy's pids (nginx: master and worker)."""
+        be = self.start_backend(ws=True)
+        p = self.start_proxy(proxy, WORKERS, be.port, n, ws=True)
+        time.sleep(0.2)
+        res = self.client("ws_client.py", ["--port", p.port, "--events", be.out_path,
+                                           "--n", n, "--pids", ",".join(map(str, p.pids()))]
+                          + argv, timeout=timeout)
+        if p.poll() is not None:
+            raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
+        if res.get("why"):
+            self.notes.append(f"ws N={n} / {proxy}: tunnels that failed: "
+                              + ", ".join(f"{k} {v}" for k, v in sorted(res["why"].items())))
+        return res
+
+    def ws_cap(self, n, what):
+        """n, or fewer if RLIMIT_NOFILE cannot cover 2 descriptors per tunnel."""
+        cap = (self.nofile - 150) // 2
+        if cap >= n:
+            return n
+        self.notes.append(f"{what}: RLIMIT_NOFILE is {self.nofile} and a proxy needs 2 "
+                          f"descriptors per tunnel, so N was cut from {n} to {cap}")
+        return cap
+
+    def case_ws_memory(self):
+        """ws-idle-memory: N tunnels open and idle at once; the proxy's RSS."""
+        cfg = self.cfg
+        n = self.ws_cap(cfg["ws_mem_n"], "ws-idle-memory")
+        case = f"ws-idle-memory N={n}"
+        print(f"{case}:", file=sys.stderr, flush=True)
+        for proxy in PROXIES:
+            def go(proxy=proxy):
+                return self.ws_run(proxy, n, ["--mode", "memory", "--grace", cfg["ws_grace"]],
+                                   timeout=120)
+
+            res = self.run_one(case, proxy, go) or {}
+            mib = (lambda k: res[k] / 1024 if res.get(k) is not None else None)
+            self.row(case, "RSS idle MiB", {proxy: mib("rss_before_kib")}, "{:.1f}")
+            self.row(case, "RSS with tunnels MiB", {proxy: mib("rss_idle_kib")}, "{:.1f}")
+            self.row(case, "KiB/idle tunnel", {proxy: res.get("kib_per_tunnel")}, "{:.2f}")
+            self.row(case, "RSS after close MiB", {proxy: mib("rss_closed_kib")}, "{:.1f}")
+            self.row(case, "tunnels open", {proxy: res.get("opened")}, "{:.0f}")
+        self.ws_mem_n = n
+
+    def case_ws_close(self):
+        """ws-close-latency: N idle tunnels closed by their clients together."""
+        cfg = self.cfg
+        self.ws_close_n = {}
+        for n0 in cfg["ws_close_ns"]:
+            n = self.ws_cap(n0, f"ws-close-latency N={n0}")
+            self.ws_close_n[n0] = n
+            case = f"ws-close-latency N={n}"
+            print(f"{case}:", file=sys.stderr, flush=True)
+            for proxy in PROXIES:
+                def go(proxy=proxy, n=n, n0=n0):
+                    return self.ws_run(proxy, n, ["--mode", "close", "--grace", cfg["ws_grace"],
+                                                  "--repeat", cfg["ws_close_reps"].get(n0, 1)],
+                                       timeout=120)
+
+                res = self.run_one(case, proxy, go) or {}
+                self.row(case, "p50 ms", {proxy: res.get("p50_ms")}, "{:.3f}")
+                self.row(case, "p99 ms", {proxy: res.get("p99_ms")}, "{:.3f}")
+                self.row(case, "max ms", {proxy: res.get("max_ms")}, "{:.3f}")
+                self.row(case, "lost", {proxy: res.get("lost")}, "{:.0f}")
+                total = n * res.get("rounds", 1)
+                if res and res.get("opened") != total:
+                    self.notes.append(f"{case} / {proxy}: only {res.get('opened')} of {total} "
+                                      f"tunnels were opened")
+                if res.get("how", {}).get("rst"):
+                    self.notes.append(f"{case} / {proxy}: the backend saw {res['how']['rst']} "
+                                      f"resets, not FINs")
+
     # ---- report ----
 
     def table(self):
@@ -1060,6 +1179,18 @@ backend be{pool_lines}
                     detail += (f"; CPU/{unit} {cc / nc:.2f}x ({cc:.0f} vs {nc:.0f} us), "
                                f"i.e. {nc / cc:.2f}x nginx's {unit}s per CPU-second")
                 out.append((f"{case}: {metric} >= {k}x nginx", verdict(ok), detail))
+        for n0 in self.cfg["ws_close_ns"]:
+            n = getattr(self, "ws_close_n", {}).get(n0, n0)
+            case = f"ws-close-latency N={n}"
+            cp, np_ = val(case, "p99 ms", "ctxproxy"), val(case, "p99 ms", "nginx")
+            lost = val(case, "lost", "ctxproxy")
+            cap = WS_CLOSE_1_MS if n == 1 else None
+            ok = None if None in (cp, np_, lost) else \
+                (cp <= np_ and lost == 0 and (cap is None or cp <= cap))
+            detail = "-" if ok is None else \
+                f"p99 {cp:.3f} vs {np_:.3f} ms ({cp / np_:.2f}x); lost {lost:.0f}"
+            what = f"p99 <= nginx{f' and <= {cap:g} ms' if cap else ''}, none lost"
+            out.append((f"{case}: {what}", verdict(ok), detail))
         return out
 
     def report(self):
@@ -1102,7 +1233,8 @@ backend be{pool_lines}
               f"and TLS, "
               f"{WORKERS} for the "
               f"other cases",
-              f"- cancel rounds pooled: {self.cfg['cancel_reps']} (N: rounds; others 1)",
+              f"- cancel rounds pooled: {self.cfg['cancel_reps']} (N: rounds; others 1); "
+              f"ws-close-latency: {self.cfg['ws_close_reps']}",
               f"- {getattr(self, 'idle_note', 'CPU busy before the run: ?')}; "
               f"{self.foreign_summary()}; load average at the end: {load_avg()}",
               "",
@@ -1382,7 +1514,7 @@ def binary_version(path):
 
 
 def main():
-    global CTXPROXY, BACKEND
+    global CTXPROXY, BACKEND, WS_BACKEND
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", help="write the table as Markdown here")
@@ -1407,17 +1539,20 @@ def main():
                               ("build/ctxproxy", CTXPROXY if os.access(CTXPROXY, os.X_OK)
                                else None),
                               ("build/tests/backend", BACKEND if os.access(BACKEND, os.X_OK)
-                               else None)) if not p]
+                               else None),
+                              ("build/tests/ws_backend", WS_BACKEND
+                               if os.access(WS_BACKEND, os.X_OK) else None)) if not p]
     if missing:
         print(f"bench: missing: {', '.join(missing)}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         return 2
     # Other work may rebuild build/ while we run: use copies taken now.
-    for src in (CTXPROXY, BACKEND):
+    for src in (CTXPROXY, BACKEND, WS_BACKEND):
         shutil.copy2(src, os.path.join(tmp, os.path.basename(src)))
     b.version = binary_version(CTXPROXY)
     CTXPROXY = os.path.join(tmp, "ctxproxy")
     BACKEND = os.path.join(tmp, "backend")
+    WS_BACKEND = os.path.join(tmp, "ws_backend")
     busy = cpu_busy()
     if busy is not None:
         b.idle_note = f"CPU busy before the run (other processes): {busy * 100:.0f}%"
@@ -1449,6 +1584,10 @@ def main():
                 b.case_tls(tls_cases)
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 b.record(",".join(tls_cases), "all", error=f"{type(e).__name__}: {e}")
+        if "ws-idle-memory" in cases:
+            b.case_ws_memory()
+        if "ws-close-latency" in cases:
+            b.case_ws_close()
     finally:
         stop_all()
         if os.environ.get("BENCH_KEEP_TMP") == "1":

@@ -3,15 +3,15 @@
 # usage: bench/run.sh [--smoke] [--out FILE.md] [--json FILE] [--only CASES]
 #                     [--failover-log]
 #   CASES: throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,
-#          tls-handshake (default: all)
+#          tls-handshake,ws-idle-memory,ws-close-latency (default: all)
 #   full run: < 10 min, writes the table to bench/last-run.md as well;
 #   --smoke:  every case briefly (~60 s), just proves the scripts work;
 #             writes no file unless --out is given.
 # Needs wrk, nginx and haproxy (scripts/deps.sh bench installs them; exit 3
-# when one is missing) and
-# build/ctxproxy + build/tests/backend (built here if missing).  As root the
-# open-file limit is raised to 65536 for the 10,000-request case; otherwise
-# the soft limit is raised to the hard one and that case may be scaled down.
+# when one is missing) and build/ctxproxy, build/tests/backend and
+# build/tests/ws_backend (built here if missing).  As root the open-file
+# limit is raised to 65536 for the 10,000-request case; otherwise the soft
+# limit is raised to the hard one and that case may be scaled down.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -35,8 +35,10 @@ if [ -n "$missing" ]; then
 	echo "bench: missing:$missing (run: scripts/deps.sh bench)" >&2
 	exit 3   # smoke.sh takes 3 as "skipped"
 fi
-if [ ! -x "$root/build/ctxproxy" ] || [ ! -x "$root/build/tests/backend" ]; then
-	make -C "$root" --no-print-directory build/ctxproxy build/tests/backend >&2 || exit 2
+if [ ! -x "$root/build/ctxproxy" ] || [ ! -x "$root/build/tests/backend" ] ||
+	[ ! -x "$root/build/tests/ws_backend" ]; then
+	make -C "$root" --no-print-directory build/ctxproxy build/tests/backend \
+		build/tests/ws_backend >&2 || exit 2
 fi
 
 want=65536
