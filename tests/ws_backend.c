@@ -70,6 +70,11 @@ struct wsconn {
 static bool quiet;
 static long next_conn = 1;
 static int epfd = -1;
+/* Connections whose peer went, closed after the batch: the EOFs of a
+ * batch are all stamped before any close(2) (each sends a FIN) delays
+ * the next one. */
+static struct wsconn *gone[BATCH];
+static int ngone;
 
 static int64_t now_us(void)
 {
@@ -527,11 +532,13 @@ static void conn_event(struct wsconn *c, uint32_t events)
 		conn_watch(c);
 		return;
 	}
-	if (st == RD_END) {
-		conn_flush(c);
-		shutdown(c->fd, SHUT_WR);
-		emit("ev=close conn=%ld by=self", c->id);
+	if (st == RD_PEER_GONE) {
+		gone[ngone++] = c;
+		return;
 	}
+	conn_flush(c);
+	shutdown(c->fd, SHUT_WR);
+	emit("ev=close conn=%ld by=self", c->id);
 	conn_close(c);
 }
 
@@ -650,6 +657,8 @@ int main(int argc, char **argv)
 			else
 				accept_all(lfd);
 		}
+		for (; ngone > 0; ngone--)
+			conn_close(gone[ngone - 1]);
 		fflush(stdout);
 	}
 }
