@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """demo.py - `make demo`: watch ctxproxy carry a cancellation upstream.
 
-Starts the test backend (build/tests/backend) on 127.0.0.1:19001 and
-ctxproxy with conf/ctxproxy.conf (127.0.0.1:18080), then sends three
+Starts the test backend (build/tests/backend) on 127.0.0.1:19001, the
+WebSocket echo backend (build/tests/ws_backend) on 127.0.0.1:19003 and
+ctxproxy with conf/ctxproxy.conf (127.0.0.1:18080), then sends these
 requests over raw sockets:
 
   a. GET /slow?ms=200          completes with 200
@@ -12,14 +13,23 @@ requests over raw sockets:
                                backend on 127.0.0.1:19002); the second is
                                killed, requests keep succeeding: a retry on
                                the first, then the second's ejection
+  e. GET /ws/chat, Upgrade: websocket
+                               a browser-like client opens a WebSocket
+                               through the "ws" route, has one message
+                               echoed, then closes its socket (as a closed
+                               tab does: no close frame): the tunnel ends
+                               and the backend sees EOF
 
-and prints, for (c), a timeline built from the three CLOCK_MONOTONIC
-clocks involved: this script's (time.monotonic_ns), the backend's event
-lines (t=) and ctxproxy's access line (cancel_us, upstream_close_us).
+and prints, for (c) and (e), a timeline built from the three
+CLOCK_MONOTONIC clocks involved: this script's (time.monotonic_ns), the
+backends' event lines (t=) and ctxproxy's access line (cancel_us,
+upstream_close_us).
 Everything it starts is stopped on the way out.  Exit status 0 when all
 behaved as specified, 1 (with a message) otherwise.  Python 3 stdlib only.
 """
 
+import base64
+import hashlib
 import os
 import re
 import signal
@@ -32,17 +42,37 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY_BIN = os.path.join("build", "ctxproxy")
 BACKEND_BIN = os.path.join("build", "tests", "backend")
+WS_BACKEND_BIN = os.path.join("build", "tests", "ws_backend")
 CONF = os.path.join("conf", "ctxproxy.conf")
 HOST = "127.0.0.1"
 PROXY_PORT = 18080
 BACKEND_PORT = 19001
 BACKEND2_PORT = 19002
+WS_BACKEND_PORT = 19003
 POOL_TRIES = 20       # (d): requests sent at most, waiting for the ejection
 READY_S = 5.0        # wait for each process to report it is listening
 REQUEST_S = 5.0      # longest wait for any response
 HANGUP_AFTER_S = 1.0  # request (c): the client closes after this long
 SEEN_CLOSE_S = 2.0   # the backend must see the close within this
 STOP_S = 3.0         # SIGTERM grace before SIGKILL
+WS_IDLE_S = 0.3      # (e): the tunnel sits idle this long before the close
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# (e): what a desktop Chrome sends to open a WebSocket (Host and the key
+# are added; Chrome offers permessage-deflate, which the backend declines).
+WS_BROWSER_FIELDS = (
+    ("Connection", "Upgrade"),
+    ("Pragma", "no-cache"),
+    ("Cache-Control", "no-cache"),
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+                   "(KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36"),
+    ("Upgrade", "websocket"),
+    ("Origin", f"http://{HOST}:{PROXY_PORT}"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Accept-Encoding", "gzip, deflate, br, zstd"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+    ("Sec-WebSocket-Protocol", "chat"),
+)
 
 LOGFMT = re.compile(r'([A-Za-z_][\w.]*)=("(?:[^"\\]|\\.)*"|\S*)')
 
@@ -263,13 +293,15 @@ def backend_request(backend, upstream_path, since):
 
 def start_all():
     """Check the ports, start backend and proxy, wait until both listen."""
-    for path in (PROXY_BIN, BACKEND_BIN):
+    for path in (PROXY_BIN, BACKEND_BIN, WS_BACKEND_BIN):
         if not os.access(os.path.join(ROOT, path), os.X_OK):
-            raise DemoError(f"{path} is missing; run `make {PROXY_BIN} {BACKEND_BIN}` first")
+            raise DemoError(f"{path} is missing; run `make {PROXY_BIN} {BACKEND_BIN} "
+                            f"{WS_BACKEND_BIN}` first")
     if not os.path.exists(os.path.join(ROOT, CONF)):
         raise DemoError(f"{CONF} is missing")
     check_port_free(BACKEND_PORT, "the backend")
     check_port_free(BACKEND2_PORT, "the second backend")
+    check_port_free(WS_BACKEND_PORT, "the WebSocket backend")
     check_port_free(PROXY_PORT, "ctxproxy")
     children = []
     backend = Child("backend", [BACKEND_BIN, "-p", str(BACKEND_PORT), "-i", "one"], "stdout")
@@ -281,13 +313,16 @@ def start_all():
                          "stdout")
         children.append(backend2)
         backend2.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
+        ws_backend = Child("ws_backend", [WS_BACKEND_BIN, "-p", str(WS_BACKEND_PORT)], "stdout")
+        children.append(ws_backend)
+        ws_backend.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
         proxy = Child("ctxproxy", [PROXY_BIN, "-c", CONF], "stderr")
         children.append(proxy)
         proxy.wait_ready(lambda f, _: f.get("msg") == "listening", "msg=listening")
     except BaseException:
         stop_all(children)
         raise
-    return backend, backend2, proxy
+    return backend, backend2, ws_backend, proxy
 
 
 def stop_all(children):
@@ -408,20 +443,144 @@ def demo_pool(backend2, proxy):
     return retried
 
 
+def ws_open(path, req_id, key):
+    """Connect and send a browser's WebSocket handshake for path.
+
+    Returns (socket, connected_us, sent_us)."""
+    s = socket.create_connection((HOST, PROXY_PORT), timeout=REQUEST_S)
+    connected = now_us()
+    fields = [("Host", f"{HOST}:{PROXY_PORT}")] + list(WS_BROWSER_FIELDS) + \
+        [("Sec-WebSocket-Key", key), ("X-Request-Id", req_id)]
+    head = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n"
+    sent = now_us()
+    s.sendall(head.encode())
+    return s, connected, sent
+
+
+def ws_read_101(s, key):
+    """Read the handshake's answer: (headers, bytes after it, when it came); raise unless
+    it is a 101 a browser would accept."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            chunk = None
+        if not chunk:
+            raise DemoError(f"(e) no complete answer to the Upgrade request: {data[:80]!r}")
+        data += chunk
+    got = now_us()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status, headers, _ = parse_response(head + b"\r\n\r\n")
+    want = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+    if status != 101:
+        raise DemoError(f"(e) expected 101 Switching Protocols, got {status}")
+    if headers.get("sec-websocket-accept") != want or \
+            headers.get("upgrade", "").lower() != "websocket" or \
+            "upgrade" not in headers.get("connection", "").lower():
+        raise DemoError(f"(e) a browser would refuse this 101: {head.decode('latin-1')!r}")
+    return headers, rest, got
+
+
+def ws_echo(s, rest, text):
+    """Send text as a masked frame, read the echo; returns (sent_us, echoed_us)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    sent = now_us()
+    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask +
+              bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    want = bytes([0x81, len(payload)]) + payload
+    data = rest
+    while len(data) < len(want):
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            chunk = None
+        if not chunk:
+            raise DemoError(f"(e) no echo of the message, got {data!r}")
+        data += chunk
+    if data != want:
+        raise DemoError(f"(e) the echo is {data!r}, not {want!r}")
+    return sent, now_us()
+
+
+def demo_websocket(ws_backend, proxy):
+    """Request (e): a WebSocket through the "ws" route, closed by its client."""
+    print('\n[e] GET /ws/chat, Upgrade: websocket - route "ws" to the WebSocket echo '
+          f"backend on {HOST}:{WS_BACKEND_PORT}")
+    bsince, psince = ws_backend.log.mark(), proxy.log.mark()
+    key = base64.b64encode(os.urandom(16)).decode()
+    s, connected, sent = ws_open("/ws/chat", "demo-e", key)
+    try:
+        headers, rest, got101 = ws_read_101(s, key)
+        said, echoed = ws_echo(s, rest, "hello through ctxproxy")
+        time.sleep(WS_IDLE_S)
+        closed = now_us()
+    finally:
+        s.close()  # no close frame, as when a tab goes away
+    print(f"    101 Switching Protocols: Sec-WebSocket-Accept checked, protocol "
+          f"{headers.get('sec-websocket-protocol', 'none')}, X-Request-Id "
+          f"{headers.get('x-request-id', 'none')}\n"
+          f"    'hello through ctxproxy' echoed; {WS_IDLE_S * 1000:.0f} ms idle, then the "
+          f"client closes its socket")
+    req = backend_event(ws_backend, bsince, REQUEST_S, ev="request", path="/ws/chat")
+    up = req and backend_event(ws_backend, bsince, 0.0, ev="upgrade", conn=req[1]["conn"])
+    msg = req and backend_event(ws_backend, bsince, 0.0, ev="message", conn=req[1]["conn"])
+    if not (req and up and msg):
+        raise DemoError("(e) the WebSocket backend never saw the upgrade and the message")
+    conn = req[1]["conn"]
+    left = SEEN_CLOSE_S - (now_us() - closed) / 1e6
+    eof = backend_event(ws_backend, bsince, max(0.0, left), ev="close", conn=conn, by="peer")
+    if not eof or int(eof[1]["t"]) - closed > SEEN_CLOSE_S * 1e6:
+        raise DemoError(f"(e) the backend did not see EOF within {SEEN_CLOSE_S:.0f} s "
+                        f"of the client's close")
+    line, acc = access_line(proxy, "demo-e", psince)
+    if acc.get("status") != "101" or acc.get("cause") != "client_disconnect" or \
+            not acc.get("propagation_us", "").isdigit():
+        raise DemoError(f"(e) expected status=101 cause=client_disconnect and a "
+                        f"propagation_us, got: {line}")
+    saw = int(eof[1]["t"])
+    rows = [(connected, "client connected"),
+            (sent, "client sent the Upgrade request"),
+            (int(req[1]["t"]), f"backend received it (conn={conn})"),
+            (int(up[1]["t"]), "backend answered 101"),
+            (got101, "client got 101 Switching Protocols: the tunnel is open"),
+            (said, "client sent a message (masked text frame)"),
+            (int(msg[1]["t"]), f"backend echoed it (ev=message bytes={msg[1].get('bytes')})"),
+            (echoed, "client got the echo"),
+            (closed, "client closed its socket (FIN, no close frame)")]
+    for key_us, what in (("cancel_us", "ctxproxy ended the tunnel (cause=client_disconnect)"),
+                         ("upstream_close_us", "ctxproxy shut the upstream connection down "
+                                               "(FIN sent)")):
+        if acc.get(key_us, "").isdigit():
+            rows.append((int(acc[key_us]), what))
+    rows.append((saw, f"backend saw EOF (ev=close by=peer how={eof[1].get('how')})"))
+    rows.sort(key=lambda r: r[0])
+    print(f"    {'ms':>10}  event")
+    for t, what in rows:
+        print(f"    {(t - connected) / 1000:10.3f}  {what}")
+    print(f"    client close -> backend EOF {(saw - closed) / 1000:.3f} ms "
+          f"(ctxproxy's propagation_us={acc['propagation_us']}: learning of the close -> "
+          f"the upstream connection closed)")
+    return line
+
+
 def run():
-    """Start everything, run the four requests, print the access lines."""
-    backend, backend2, proxy = start_all()
+    """Start everything, run the five requests, print the access lines."""
+    backend, backend2, ws_backend, proxy = start_all()
     try:
         print(f"ctxproxy demo: cancellation from client to upstream\n"
               f"    backend {HOST}:{BACKEND_PORT} (pid {backend.proc.pid}), "
+              f"WebSocket backend {HOST}:{WS_BACKEND_PORT} (pid {ws_backend.proc.pid}), "
               f"ctxproxy {HOST}:{PROXY_PORT} (pid {proxy.proc.pid}, {CONF})\n")
         lines = [demo_completes(backend, proxy), demo_deadline(backend, proxy),
-                 demo_hangup(backend, proxy), demo_pool(backend2, proxy)]
+                 demo_hangup(backend, proxy), demo_pool(backend2, proxy),
+                 demo_websocket(ws_backend, proxy)]
         print("\naccess log")
         for line in lines:
             print(f"    {line}")
     finally:
-        stop_all([backend, backend2, proxy])
+        stop_all([backend, backend2, ws_backend, proxy])
     print("\ndemo OK")
 
 
