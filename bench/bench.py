@@ -1018,9 +1018,11 @@ backend be{pool_lines}
                           + argv, timeout=timeout)
         if p.poll() is not None:
             raise RuntimeError(f"{proxy} exited: {p.err_tail()}")
+        why = ", ".join(f"{k} {v}" for k, v in sorted(res.get("why", {}).items()))
+        if not res.get("opened"):
+            raise RuntimeError(f"no tunnel opened ({why})")
         if res.get("why"):
-            self.notes.append(f"ws N={n} / {proxy}: tunnels that failed: "
-                              + ", ".join(f"{k} {v}" for k, v in sorted(res["why"].items())))
+            self.notes.append(f"ws N={n} / {proxy}: tunnels that failed: {why}")
         return res
 
     def ws_cap(self, n, what):
