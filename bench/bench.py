@@ -1074,6 +1074,9 @@ backend be{pool_lines}
                 self.row(case, "p99 ms", {proxy: res.get("p99_ms")}, "{:.3f}")
                 self.row(case, "max ms", {proxy: res.get("max_ms")}, "{:.3f}")
                 self.row(case, "lost", {proxy: res.get("lost")}, "{:.0f}")
+                if n >= 100:  # with one tunnel, the proxy's idle wake-ups dominate
+                    self.row(case, "proxy CPU us/close", {proxy: res.get("cpu_us_per_close")},
+                             "{:.1f}")
                 total = n * res.get("rounds", 1)
                 if res and res.get("opened") != total:
                     self.notes.append(f"{case} / {proxy}: only {res.get('opened')} of {total} "

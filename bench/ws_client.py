@@ -23,14 +23,17 @@ RLIMIT_NOFILE above N (bench/run.sh does).
   just before each close(), and waits up to GRACE seconds after the last
   one for the backend's `ev=close by=peer` of each tunnel.  Latency =
   backend event time - client close time (both CLOCK_MONOTONIC).  With
-  --repeat R, R rounds one after the other, latencies pooled.
+  --repeat R, R rounds one after the other, latencies pooled.  The
+  proxy's CPU time from just before the first close to 50 ms after the
+  backend saw the last EOF (the sum over PIDS' threads of
+  /proc/PID/task/TID/schedstat's run time, in ns) is its cost per close.
 
 Prints one JSON object: n, rounds, opened (tunnels that got their 101 and
 echo), failed (connect failures, other statuses, bad handshakes; by what
 in `why`), setup_s (longest round's open+exchange), and for memory:
 rss_before_kib, rss_idle_kib, kib_per_tunnel, rss_closed_kib; for close:
 propagated, lost, p50_ms, p99_ms, max_ms, close_spread_ms, how (the
-backend's how=fin/rst counts).
+backend's how=fin/rst counts), cpu_us_per_close.
 """
 import argparse
 import base64
@@ -170,6 +173,23 @@ def handshake(port, n, track, timeout):
     return socks, why
 
 
+def cpu_ns(pids):
+    """Run time (ns) of every thread of pids so far, from schedstat."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
 def close_all(socks):
     """Close every socket; {i: time.monotonic() just before its close()}."""
     closed_at = {}
@@ -218,12 +238,16 @@ def round_close(a, tail, rnd, acc):
         acc["why"][k] = acc["why"].get(k, 0) + v
     time.sleep(0.1)  # let the proxy settle into the idle tunnel
     track.absorb()
+    pids = [int(p) for p in a.pids.split(",") if p]
+    cpu0 = cpu_ns(pids)
     closed_at = close_all(socks)
     if closed_at:
         acc["spread"] = max(acc["spread"], (max(closed_at.values()) -
                                             min(closed_at.values())) * 1000.0)
     acc["opened"] += len(closed_at)
     wait_gone(track, set(closed_at), a.grace)
+    time.sleep(0.05)  # what the proxy does after the FIN (its log, the client's close)
+    acc["cpu_ns"] += cpu_ns(pids) - cpu0
     for i, t in closed_at.items():
         if i in track.gone and track.gone[i][0] - t <= a.grace:
             acc["lat"].append((track.gone[i][0] - t) * 1000.0)
@@ -251,7 +275,8 @@ def main():
         round_memory(a, tail, out)
         ok = out["opened"] == a.n
     else:
-        acc = {"lat": [], "how": {}, "why": {}, "opened": 0, "spread": 0.0, "setup_s": 0.0}
+        acc = {"lat": [], "how": {}, "why": {}, "opened": 0, "spread": 0.0, "setup_s": 0.0,
+               "cpu_ns": 0}
         rounds = max(1, a.repeat)
         for rnd in range(rounds):
             round_close(a, tail, rnd, acc)
@@ -260,7 +285,9 @@ def main():
                    setup_s=acc["setup_s"], propagated=len(lat),
                    lost=acc["opened"] - len(lat), how=acc["how"],
                    p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99),
-                   max_ms=lat[-1] if lat else None, close_spread_ms=acc["spread"])
+                   max_ms=lat[-1] if lat else None, close_spread_ms=acc["spread"],
+                   cpu_us_per_close=(acc["cpu_ns"] / 1000 / acc["opened"]
+                                     if acc["opened"] and a.pids else None))
         ok = acc["opened"] == a.n * rounds and not out["lost"]
     tail.close()
     out["failed"] = sum(out["why"].values())
