@@ -38,7 +38,7 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     tls-handshake: `Connection: close` on every request, so each one is a
     new connection with a full handshake, 1 worker.
  7. ws-idle-memory / ws-close-latency: WebSocket tunnels to
-    tests/ws_backend (an epoll echo server stamping each peer EOF) through
+    tests/ws_echo (an epoll echo server stamping each peer EOF) through
     each proxy set up for WebSockets (WS_*), with bench/ws_client.py: 1,000
     tunnels opened, one message echoed on each, the proxy's RSS before and
     with all of them idle (KiB per idle tunnel); and N = 1, 100, 1000
@@ -71,7 +71,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CTXPROXY = os.path.join(ROOT, "build", "ctxproxy")
 BACKEND = os.path.join(ROOT, "build", "tests", "backend")
-WS_BACKEND = os.path.join(ROOT, "build", "tests", "ws_backend")
+WS_BACKEND = os.path.join(ROOT, "build", "tests", "ws_echo")
 PROXIES = ("ctxproxy", "nginx", "haproxy")
 ALL_CASES = ("throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,tls-handshake,"
              "ws-idle-memory,ws-close-latency")
@@ -335,9 +335,9 @@ class Bench:
         self.rows.append((case, metric, dict(values), fmt))
 
     def start_backend(self, quiet=False, ident=None, ws=False):
-        """tests/backend, or with ws tests/ws_backend (its events are all the
+        """tests/backend, or with ws tests/ws_echo (its events are all the
         WebSocket cases need; quiet and ident do not apply)."""
-        name = self.name("ws-backend" if ws else "backend")
+        name = self.name("ws-echo" if ws else "backend")
         argv = [WS_BACKEND, "-p", "0"] if ws else \
             [BACKEND, "-p", "0"] + (["-q"] if quiet else []) + (["-i", ident] if ident else [])
         p = Proc(name, argv, self.tmp)
@@ -350,7 +350,8 @@ class Bench:
                 return p
             time.sleep(0.01)
         p.stop()
-        raise RuntimeError(f"tests/{'ws_' if ws else ''}backend did not start: {p.err_tail()}")
+        raise RuntimeError(f"tests/{'ws_echo' if ws else 'backend'} did not start: "
+                           f"{p.err_tail()}")
 
     def start_fast_backend(self):
         name = self.name("fast-nginx")
@@ -1007,7 +1008,7 @@ backend be{pool_lines}
     # ---- case 7: WebSocket tunnels ----
 
     def ws_run(self, proxy, n, argv, timeout):
-        """A fresh tests/ws_backend and proxy (WORKERS workers, set up for
+        """A fresh tests/ws_echo and proxy (WORKERS workers, set up for
         WebSockets) for n tunnels, and bench/ws_client.py's result; the
         client gets the proxy's pids (nginx: master and worker)."""
         be = self.start_backend(ws=True)
@@ -1546,7 +1547,7 @@ def main():
                                else None),
                               ("build/tests/backend", BACKEND if os.access(BACKEND, os.X_OK)
                                else None),
-                              ("build/tests/ws_backend", WS_BACKEND
+                              ("build/tests/ws_echo", WS_BACKEND
                                if os.access(WS_BACKEND, os.X_OK) else None)) if not p]
     if missing:
         print(f"bench: missing: {', '.join(missing)}", file=sys.stderr)
@@ -1558,7 +1559,7 @@ def main():
     b.version = binary_version(CTXPROXY)
     CTXPROXY = os.path.join(tmp, "ctxproxy")
     BACKEND = os.path.join(tmp, "backend")
-    WS_BACKEND = os.path.join(tmp, "ws_backend")
+    WS_BACKEND = os.path.join(tmp, "ws_echo")
     busy = cpu_busy()
     if busy is not None:
         b.idle_note = f"CPU busy before the run (other processes): {busy * 100:.0f}%"

@@ -9,7 +9,7 @@
 #             writes no file unless --out is given.
 # Needs wrk, nginx and haproxy (scripts/deps.sh bench installs them; exit 3
 # when one is missing) and build/ctxproxy, build/tests/backend and
-# build/tests/ws_backend (built here if missing).  As root the open-file
+# build/tests/ws_echo (built here if missing).  As root the open-file
 # limit is raised to 65536 for the 10,000-request case; otherwise the soft
 # limit is raised to the hard one and that case may be scaled down.
 set -u
@@ -36,9 +36,9 @@ if [ -n "$missing" ]; then
 	exit 3   # smoke.sh takes 3 as "skipped"
 fi
 if [ ! -x "$root/build/ctxproxy" ] || [ ! -x "$root/build/tests/backend" ] ||
-	[ ! -x "$root/build/tests/ws_backend" ]; then
+	[ ! -x "$root/build/tests/ws_echo" ]; then
 	make -C "$root" --no-print-directory build/ctxproxy build/tests/backend \
-		build/tests/ws_backend >&2 || exit 2
+		build/tests/ws_echo >&2 || exit 2
 fi
 
 want=65536

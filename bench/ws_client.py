@@ -4,7 +4,7 @@
 usage: ws_client.py --port P --events FILE --n N --mode memory|close
                     [--pids PID,PID..] [--repeat R] [--grace S] [--settle S]
 
-Talks to tests/ws_backend (FILE is its stdout) through the proxy on
+Talks to tests/ws_echo (FILE is its stdout) through the proxy on
 127.0.0.1:P.  Each round opens N connections (a bounded number being set
 up at a time, see benchlib.open_requests) and sends on each a WebSocket
 handshake, `GET /ws?run=TAG&i=K` with Upgrade: websocket, Connection:

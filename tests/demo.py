@@ -2,7 +2,7 @@
 """demo.py - `make demo`: watch ctxproxy carry a cancellation upstream.
 
 Starts the test backend (build/tests/backend) on 127.0.0.1:19001, the
-WebSocket echo backend (build/tests/ws_backend) on 127.0.0.1:19003 and
+WebSocket echo backend (build/tests/ws_echo) on 127.0.0.1:19003 and
 ctxproxy with conf/ctxproxy.conf (127.0.0.1:18080), then sends these
 requests over raw sockets:
 
@@ -42,7 +42,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY_BIN = os.path.join("build", "ctxproxy")
 BACKEND_BIN = os.path.join("build", "tests", "backend")
-WS_BACKEND_BIN = os.path.join("build", "tests", "ws_backend")
+WS_BACKEND_BIN = os.path.join("build", "tests", "ws_echo")
 CONF = os.path.join("conf", "ctxproxy.conf")
 HOST = "127.0.0.1"
 PROXY_PORT = 18080
@@ -313,7 +313,7 @@ def start_all():
                          "stdout")
         children.append(backend2)
         backend2.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
-        ws_backend = Child("ws_backend", [WS_BACKEND_BIN, "-p", str(WS_BACKEND_PORT)], "stdout")
+        ws_backend = Child("ws_echo", [WS_BACKEND_BIN, "-p", str(WS_BACKEND_PORT)], "stdout")
         children.append(ws_backend)
         ws_backend.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
         proxy = Child("ctxproxy", [PROXY_BIN, "-c", CONF], "stderr")

@@ -1,6 +1,6 @@
-/* ws_backend.c - WebSocket echo backend for the bench and the demo: one epoll thread, every connection event stamped on stdout. */
+/* ws_echo.c - WebSocket echo backend for the bench and the demo: one epoll thread, every connection event stamped on stdout. */
 /*
- * usage: ws_backend [-p PORT] [-q]
+ * usage: ws_echo [-p PORT] [-q]
  *
  * Binds 127.0.0.1:PORT (0 = the kernel picks), prints "listening port=N",
  * then one line per event (none with -q).  Any request target is served:
@@ -622,7 +622,7 @@ static int parse_args(int argc, char **argv, long *port)
 			quiet = true;
 			continue;
 		}
-		fprintf(opt == 'h' ? stdout : stderr, "usage: ws_backend [-p PORT] [-q]\n");
+		fprintf(opt == 'h' ? stdout : stderr, "usage: ws_echo [-p PORT] [-q]\n");
 		return opt == 'h' ? 0 : 2;
 	}
 	return optind < argc ? 2 : -1;
@@ -642,7 +642,7 @@ int main(int argc, char **argv)
 	lfd = listen_on(port, &bound);
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (lfd < 0 || epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &lev) < 0) {
-		fprintf(stderr, "ws_backend: cannot listen on 127.0.0.1:%ld: %s\n", port,
+		fprintf(stderr, "ws_echo: cannot listen on 127.0.0.1:%ld: %s\n", port,
 			strerror(errno));
 		return 2;
 	}
