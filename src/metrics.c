@@ -90,6 +90,9 @@ static atomic_long connections;
 /* Once per TLS connection: shared like the connection count. */
 static atomic_ulong tls_handshakes[METRICS_TLS_N];
 
+/* Per batch of spans, from the exporter's thread (drops, from any). */
+static atomic_ulong trace_spans[METRICS_SPAN_N];
+
 static void bump(counter_t *c, uint64_t by)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) +
@@ -558,6 +561,21 @@ static void write_tls(FILE *out)
 						       memory_order_relaxed));
 }
 
+static void write_trace(FILE *out)
+{
+	family(out, "ctxproxy_trace_spans_exported_total", "counter",
+	       "Trace spans an OTLP collector accepted.");
+	fprintf(out, "ctxproxy_trace_spans_exported_total %lu\n",
+		atomic_load_explicit(&trace_spans[METRICS_SPAN_EXPORTED],
+				     memory_order_relaxed));
+	family(out, "ctxproxy_trace_spans_dropped_total", "counter",
+	       "Trace spans not exported: the queue was full, the collector "
+	       "kept failing, or they were left at stop.");
+	fprintf(out, "ctxproxy_trace_spans_dropped_total %lu\n",
+		atomic_load_explicit(&trace_spans[METRICS_SPAN_DROPPED],
+				     memory_order_relaxed));
+}
+
 static void write_tunnels(FILE *out, const struct sums *s)
 {
 	int i;
@@ -593,12 +611,20 @@ static void write_gauges(FILE *out, const struct sums *s, int draining)
 		(unsigned long long)s->invalid_deadline);
 	write_tunnels(out, s);
 	write_tls(out);
+	write_trace(out);
 }
 
 void metrics_tls_handshake(enum metrics_tls result)
 {
 	if (result < METRICS_TLS_N)
 		atomic_fetch_add_explicit(&tls_handshakes[result], 1,
+					  memory_order_relaxed);
+}
+
+void metrics_trace_spans(enum metrics_span what, uint64_t n)
+{
+	if (what < METRICS_SPAN_N)
+		atomic_fetch_add_explicit(&trace_spans[what], n,
 					  memory_order_relaxed);
 }
 

@@ -91,6 +91,15 @@ enum metrics_tls { METRICS_TLS_OK, METRICS_TLS_FAILED, METRICS_TLS_TIMEOUT,
  * connection closed otherwise before that.  Any thread. */
 void metrics_tls_handshake(enum metrics_tls result);
 
+/* What became of exported trace spans (see metrics_trace_spans). */
+enum metrics_span { METRICS_SPAN_EXPORTED, METRICS_SPAN_DROPPED,
+		    METRICS_SPAN_N };
+
+/* Count n trace spans: exported once a collector accepted their batch;
+ * dropped when the exporter's queue was full, a batch was given up, or
+ * the exporter stopped with spans left.  Any thread. */
+void metrics_trace_spans(enum metrics_span what, uint64_t n);
+
 /* Client connections open now, on every worker.  Any thread. */
 long metrics_connections(void);
 

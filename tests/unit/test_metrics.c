@@ -262,6 +262,27 @@ static void test_tunnels(void **state)
 	metrics_worker_free(w2);
 }
 
+/* Trace spans: global counters, each family listed from the start. */
+static void test_trace_spans(void **state)
+{
+	char *text = scrape();
+
+	(void)state;
+	assert_non_null(strstr(text, "# TYPE ctxproxy_trace_spans_exported_total counter\n"));
+	assert_non_null(strstr(text, "# TYPE ctxproxy_trace_spans_dropped_total counter\n"));
+	assert_int_equal(value_of(text, "ctxproxy_trace_spans_exported_total"), 0);
+	assert_int_equal(value_of(text, "ctxproxy_trace_spans_dropped_total"), 0);
+	free(text);
+	metrics_trace_spans(METRICS_SPAN_EXPORTED, 512);
+	metrics_trace_spans(METRICS_SPAN_EXPORTED, 88);
+	metrics_trace_spans(METRICS_SPAN_DROPPED, 3);
+	metrics_trace_spans(METRICS_SPAN_N, 1000);
+	text = scrape();
+	assert_int_equal(value_of(text, "ctxproxy_trace_spans_exported_total"), 600);
+	assert_int_equal(value_of(text, "ctxproxy_trace_spans_dropped_total"), 3);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -270,6 +291,7 @@ int main(void)
 		cmocka_unit_test(test_attempts_and_retries_summed),
 		cmocka_unit_test(test_server_slots_run_out),
 		cmocka_unit_test(test_tunnels),
+		cmocka_unit_test(test_trace_spans),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
