@@ -109,6 +109,8 @@ TEST_PKGS_curlmux := libcurl
 TEST_PKGS_tunnel :=
 TEST_OBJS_trace := trace
 TEST_PKGS_trace :=
+TEST_OBJS_otlp := otlp metrics context retry log
+TEST_PKGS_otlp := libcurl
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
