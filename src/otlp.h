@@ -16,7 +16,28 @@
  * and a batch that still fails is dropped (counted).  A slow or dead
  * collector therefore costs requests nothing but the copy.
  *
- * Threading: otlp_submit() from any thread; the rest from the main thread.
+ * The POST: Content-Type application/json, 5 s timeout (2 s to connect),
+ * never through an environment proxy; tried at most 4 times, 100, 400 and
+ * 1600 ms apart; any other non-2xx answer (3xx, 4xx) drops the batch at
+ * once.  Every drop also counts in ctxproxy_trace_spans_dropped_total and
+ * every accepted span in ctxproxy_trace_spans_exported_total
+ * (metrics_trace_spans).  The log
+ * gets one line when export starts failing and one when it works again,
+ * not one per batch.
+ *
+ * The body, per OTLP JSON: one resourceSpans (service.name) with one
+ * scopeSpans (scope "ctxproxy"); ids as lowercase hex strings; times and
+ * intValue attributes as decimal strings (proto3 JSON's 64-bit form);
+ * kind 2 (server); name "METHOD route", or "METHOD" without a route.
+ * Attributes: http.request.method, url.path, http.response.status_code,
+ * and when set ctxproxy.upstream_status, http.route, ctxproxy.cause,
+ * ctxproxy.phase, ctxproxy.propagation_us, ctxproxy.attempts; status
+ * {code: 2} when error, else no status.  Every string is escaped to valid
+ * JSON in valid UTF-8: bytes that are not well-formed UTF-8 become U+FFFD.
+ *
+ * Threading: otlp_submit() and otlp_stats() from any thread; the rest
+ * from the main thread.  libcurl must be initialised (curl_global_init)
+ * before otlp_new and cleaned up only after otlp_free.
  */
 
 #define OTLP_QUEUE_MAX 8192              /* spans waiting; more are dropped */
@@ -41,13 +62,14 @@ struct otlp_span {
 	int status;                      /* sent to the client (499: it left) */
 	int upstream_status;             /* 0 = none */
 	int attempts;                    /* upstream attempts; 0 = none */
-	const char *cause;               /* static: ctx_cause_name() */
-	const char *phase;               /* static: where it was cancelled */
+	const char *cause;               /* static: ctx_cause_name(); NULL: none */
+	const char *phase;               /* static: where it was cancelled;
+					    NULL: none (not cancelled) */
 	int64_t propagation_ns;          /* cancel -> upstream closed; -1 n/a */
 	bool error;                      /* 5xx, or cancelled but completed */
 };
 
-/* Counters since start (any thread, relaxed). */
+/* Counters since otlp_new (any thread, relaxed). */
 struct otlp_stats {
 	uint64_t exported;               /* spans a collector accepted */
 	uint64_t dropped;                /* queue full, or a batch given up */
@@ -57,16 +79,24 @@ struct otlp_stats {
 struct otlp;
 
 /* An exporter to endpoint ("http[s]://host:port/v1/traces"), its thread
- * started; service_name is the resource's service.name ("ctxproxy").
- * NULL on failure (errno). */
+ * started; service_name is the resource's service.name ("ctxproxy").  Both
+ * strings are copied.  Makes no connection (the first batch does); the
+ * queue is allocated here, whole (OTLP_QUEUE_MAX spans, about 3.7 MB,
+ * touched only as it fills).  NULL on failure, errno EINVAL (not an
+ * http:// or https:// URL), ENOMEM, or pthread_create's. */
 struct otlp *otlp_new(const char *endpoint, const char *service_name);
 
-/* Queue a copy of span s.  Returns 0, or -ENOSPC when the queue is full
- * (the span is dropped and counted).  Any thread; never blocks on I/O. */
+/* Queue a copy of span s (its strings must be NUL-ended; cause and phase
+ * are kept as pointers).  Returns 0, or -ENOSPC when the queue is full or
+ * the exporter is stopped (the span is dropped and counted).  Any thread;
+ * takes a mutex for the copy, never blocks on I/O, never allocates. */
 int otlp_submit(struct otlp *o, const struct otlp_span *s);
 
-/* Send what is queued, for at most grace_ms, then stop the thread
- * (what is left is dropped and counted).  Idempotent. */
+/* Send what is queued, at once and for at most grace_ms (spans submitted
+ * meanwhile too), then stop the thread: a POST still in flight at the end
+ * of the grace is cut, a retry whose backoff would outlast it is not made,
+ * and what is left is dropped, counted, and told in one log line.  Returns
+ * after about grace_ms at most.  Idempotent; later submits are dropped. */
 void otlp_stop(struct otlp *o, int64_t grace_ms);
 
 /* The counters (any thread). */
