@@ -678,6 +678,17 @@ struct uconn *fetch_take_conn(struct fetch *f, const char **extra,
 	return c;
 }
 
+void fetch_trim(struct fetch *f)
+{
+	ASSERT(f->ended && !f->conn);
+	upstream_buf_put(f->up, f->upbuf.data);
+	f->upbuf.data = NULL;
+	f->upbuf.off = f->upbuf.len = 0;
+	upstream_buf_put(f->up, f->resp.buf.data);
+	f->resp.buf.data = NULL;
+	f->resp.buf.off = f->resp.buf.len = 0;
+}
+
 int64_t fetch_closed_at(const struct fetch *f)
 {
 	return f->closed_at;

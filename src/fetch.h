@@ -137,6 +137,11 @@ const char *fetch_peer(const struct fetch *f);
 struct uconn *fetch_take_conn(struct fetch *f, const char **extra,
 			      size_t *extra_len);
 
+/* Give the fetch's buffers back (an ended fetch whose connection was
+ * taken: an idle tunnel must not keep the 64 KiB its 101 was read into).
+ * fetch_peek and fetch_recv have nothing after it. */
+void fetch_trim(struct fetch *f);
+
 /* Monotonic ns when the upstream connection was closed because the fetch
  * was cancelled or failed, or 0. */
 int64_t fetch_closed_at(const struct fetch *f);

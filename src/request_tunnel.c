@@ -211,6 +211,7 @@ static int rt_start(struct req *r, struct req_tunnel *rt, int sock,
 	rt->t = tunnel_new(r->env->loop, r->ctx, &conf, &c, &u, &o);
 	if (!rt->t)
 		return -ENOMEM;
+	fetch_trim(f);                    /* the extra bytes are copied */
 	/* The front's hang-up watch holds the socket in the loop: the tunnel
 	 * takes its registration over (and removes it at its end). */
 	r->rc->fd_taken = true;

@@ -249,13 +249,12 @@ static bool dir_fill(struct tunnel *t, int s)
  * its way to s is dropped, since s is gone. */
 static void dir_close(struct tunnel *t, int s)
 {
-	int64_t now = ctx_now_ns();
-
 	buf_put(t, &t->dir[s]);
 	sock_shutdown_write(&t->sock[!s]);
-	t->rep.closed_at[!s] = now;
+	/* Stamped once the FIN has left, as the request path does. */
+	t->rep.closed_at[!s] = ctx_now_ns();
 	sock_shutdown_write(&t->sock[s]);
-	t->rep.closed_at[s] = now;
+	t->rep.closed_at[s] = t->rep.closed_at[!s];
 	finish(t, TUNNEL_END_CLOSED, s, 0,
 	       s == TUNNEL_CLIENT ? CTX_CAUSE_CLIENT_DISCONNECT
 				  : CTX_CAUSE_COMPLETED);
