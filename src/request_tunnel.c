@@ -48,24 +48,36 @@ bool req_upgrade_check(struct req *r, const char *version, int64_t body_len,
 
 static ssize_t up_recv(void *io, void *buf, size_t len)
 {
-	return uconn_recv(io, buf, len);
+	struct req_tunnel *rt = io;
+
+	return uconn_recv(rt->uc, buf, len);
 }
 
 static ssize_t up_send(void *io, const void *buf, size_t len)
 {
+	struct req_tunnel *rt = io;
 	struct iovec v = { (void *)buf, len };
 
-	return uconn_send(io, &v, 1);
+	return uconn_send(rt->uc, &v, 1);
 }
 
+/* A FIN to the backend is counted as the request path counts its own:
+ * the worker then yields once, so a backend on this machine hears of it
+ * before the worker goes on with the rest of its batch. */
 static void up_shutdown_write(void *io)
 {
-	uconn_shutdown_write(io);
+	struct req_tunnel *rt = io;
+
+	uconn_shutdown_write(rt->uc);
+	upstream_fin(rt->r->env->up);
 }
 
 static void up_abort(void *io)
 {
-	uconn_shutdown(io);
+	struct req_tunnel *rt = io;
+
+	uconn_shutdown(rt->uc);
+	upstream_fin(rt->r->env->up);
 }
 
 static const struct tunnel_end_ops up_ops = {
@@ -202,7 +214,7 @@ static int rt_start(struct req *r, struct req_tunnel *rt, int sock,
 	rt->uc = fetch_take_conn(f, (const char **)&u.extra, &u.extra_len);
 	if (!rt->uc)
 		return -ENOTCONN;
-	u.io = rt->uc;
+	u.io = rt;
 	rt->user.ready = up_ready;
 	uconn_set_user(rt->uc, &rt->user);
 	/* The exchange is over: its deadline (timeout_ms) bounded it up to
