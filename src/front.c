@@ -495,6 +495,7 @@ struct front *front_new(const struct front_env *env)
 	fr->env.up = env->up;
 	fr->env.metrics = env->metrics;
 	fr->env.log = env->log;
+	fr->env.otlp = env->otlp;
 	req_env_init(&fr->env);
 	if (front_set_gen(fr, env->gen) < 0) {
 		free(fr);

@@ -14,6 +14,8 @@ struct metrics_worker;
 struct upstream;
 
 /* What a front needs from its worker; all of it outlives the front. */
+struct otlp;
+
 struct front_env {
 	struct loop *loop;
 	struct upstream *up;
@@ -22,6 +24,7 @@ struct front_env {
 	const int *listen_fds;           /* one per cfg->listen entry */
 	struct metrics_worker *metrics;
 	struct log_buf *log;             /* the worker's access-log buffer */
+	struct otlp *otlp;               /* the span exporter, or NULL */
 	int worker_id;
 };
 

@@ -27,6 +27,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "otlp.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -201,6 +202,7 @@ struct daemon {
 	int n;
 	struct admin *admin;
 	uint64_t watchdog_usec;           /* 0 = no systemd watchdog */
+	struct otlp *otlp;                /* otlp_endpoint's exporter, or NULL */
 };
 
 static long total_inflight(struct daemon *d)
@@ -253,6 +255,7 @@ static bool needs_restart(const struct config *a, const struct config *b)
 	    a->tls_min_version != b->tls_min_version ||
 	    a->workers != b->workers ||
 	    str_differ(a->admin, b->admin) ||
+	    str_differ(a->otlp_endpoint, b->otlp_endpoint) ||
 	    a->max_connections != b->max_connections ||
 	    a->client_idle_timeout_ms != b->client_idle_timeout_ms)
 		return true;
@@ -289,8 +292,8 @@ static void reload(struct daemon *d)
 	}
 	if (needs_restart(d->gen->cfg, cfg))
 		log_msg(LOG_WARN, "listen, tls_listen, tls_min_version, admin, "
-			"workers, max_connections and client_idle_timeout_ms "
-			"changes need a restart", NULL);
+			"workers, max_connections, client_idle_timeout_ms "
+			"and otlp_endpoint changes need a restart", NULL);
 	if (metrics_assign_slots(cfg) < 0)
 		log_msg(LOG_WARN, "too many route names or servers: some share "
 			"metrics, some servers have no health state", NULL);
@@ -392,10 +395,39 @@ static void raise_nofile(const struct config *cfg)
 			(unsigned long long)rl.rlim_cur);
 }
 
+/* otlp_endpoint's exporter, bound at start (its thread blocks every
+ * signal itself).  0, or -1 with the reason logged. */
+static int start_exporter(struct daemon *d)
+{
+	const char *url = d->gen->cfg->otlp_endpoint;
+
+	if (!url)
+		return 0;
+	d->otlp = otlp_new(url, "ctxproxy");
+	if (!d->otlp) {
+		log_msg(LOG_ERROR, "cannot start the span exporter",
+			"endpoint=%s err=%d", url, errno);
+		return -1;
+	}
+	return 0;
+}
+
+/* The spans of the last requests go out in what is left of the grace
+ * (at least OTLP_STOP_MIN_MS: a stop without grace still sends a batch
+ * to a collector that answers at once). */
+#define OTLP_STOP_MIN_MS 100
+static void stop_exporter(struct daemon *d, int64_t grace_ms, int64_t t_stop)
+{
+	int64_t left = grace_ms - (ctx_now_ns() - t_stop) / 1000000;
+
+	otlp_stop(d->otlp, left > OTLP_STOP_MIN_MS ? left : OTLP_STOP_MIN_MS);
+}
+
 static int run(struct daemon *d)
 {
 	const struct config *cfg = d->gen->cfg;
 	int *fds, rc = 2;
+	int64_t t_stop;
 	sigset_t set;
 
 	/* First, so every thread started later inherits the mask and a
@@ -408,7 +440,8 @@ static int run(struct daemon *d)
 		goto free_fds;
 	for (d->n = 0; d->n < cfg->workers; d->n++) {
 		d->ws[d->n] = worker_start(d->n, d->gen,
-					   fds + (size_t)d->n * cfg->nlisten);
+					   fds + (size_t)d->n * cfg->nlisten,
+					   d->otlp);
 		if (!d->ws[d->n])
 			goto stop;
 	}
@@ -419,7 +452,9 @@ static int run(struct daemon *d)
 	serve_signals(d, &set);
 	rc = 0;
 stop:
+	t_stop = ctx_now_ns();
 	stop_workers(d, rc == 0 ? d->gen->cfg->shutdown_grace_ms : 0);
+	stop_exporter(d, rc == 0 ? d->gen->cfg->shutdown_grace_ms : 0, t_stop);
 	if (rc == 0)
 		log_msg(LOG_INFO, "stopped", NULL);
 free_fds:
@@ -479,9 +514,12 @@ int main(int argc, char **argv)
 	if (health_start() < 0 || health_set_config(d.gen->cfg) < 0) {
 		log_msg(LOG_ERROR, "cannot start the health checks", NULL);
 		rc = 2;
+	} else if (start_exporter(&d) < 0) {
+		rc = 2;
 	} else {
 		rc = run(&d);
 	}
+	otlp_free(d.otlp);
 	health_stop();
 	curl_global_cleanup();
 	log_close();

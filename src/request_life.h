@@ -24,6 +24,7 @@ struct MHD_Connection;
 struct gen;
 struct log_buf;
 struct loop;
+struct otlp;
 struct metrics_worker;
 struct upstream;
 struct req;
@@ -54,6 +55,7 @@ struct req_env {
 	struct upstream *up;
 	struct metrics_worker *metrics;
 	struct log_buf *log;             /* the worker's access-log buffer */
+	struct otlp *otlp;               /* sampled spans go there; or NULL */
 	struct req_gen *gen;             /* new requests start under it */
 	struct req *live;                /* every request not yet freed */
 	uint64_t rng[2];                 /* request ids */

@@ -1,8 +1,12 @@
-/* request_log.c - a request's access line and its metrics, written once when it ends. */
+/* request_log.c - what a request reports when it ends, once: its access line, its metrics and, when sampled, its span. */
+#include <string.h>
+#include <time.h>
+
 #include "exchange.h"
 #include "fetch.h"
 #include "log.h"
 #include "metrics.h"
+#include "otlp.h"
 #include "request_life.h"
 
 static const char *const phase_names[] = {
@@ -14,8 +18,51 @@ const char *req_phase_name(enum req_phase ph)
 	return phase_names[ph];
 }
 
+/* snprintf(dst, cap, "%s", src) without the printf engine. */
+static void copy_trunc(char *dst, size_t cap, const char *src)
+{
+	size_t n = src ? strnlen(src, cap - 1) : 0;
+
+	memcpy(dst, src ? src : "", n);
+	dst[n] = '\0';
+}
+
+/* A sampled request's server span (SPEC §11), as its access line has it;
+ * the wall clock is read for sampled requests only. */
+static void req_span(const struct req *r, const struct log_access *a,
+		     int64_t propagation_ns)
+{
+	struct otlp_span s;
+	struct timespec now;
+	int64_t end;
+
+	if (!r->env->otlp || !r->traced || !(r->trace.flags & 1))
+		return;
+	memset(&s, 0, offsetof(struct otlp_span, method));
+	clock_gettime(CLOCK_REALTIME, &now);
+	end = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	memcpy(s.trace_id, r->trace.trace_id, sizeof(s.trace_id));
+	memcpy(s.span_id, r->trace.span_id, sizeof(s.span_id));
+	memcpy(s.parent_id, r->trace.parent_id, sizeof(s.parent_id));
+	s.has_parent = r->trace.joined;
+	s.end_unix_ns = end;
+	s.start_unix_ns = end - a->duration_ns;
+	copy_trunc(s.method, sizeof(s.method), a->method);
+	copy_trunc(s.route, sizeof(s.route), a->route);
+	copy_trunc(s.path, sizeof(s.path), a->path);
+	s.status = a->status;
+	s.upstream_status = a->upstream_status;
+	s.attempts = a->attempts;
+	s.cause = a->cause;
+	s.phase = a->phase;
+	s.propagation_ns = propagation_ns;
+	s.error = a->status >= 500 || strcmp(a->cause, "completed") != 0;
+	otlp_submit(r->env->otlp, &s);
+}
+
 void req_log(struct req *r)
 {
+	int64_t propagation;
 	struct log_access a = { 0 };
 	char trace_id[TRACE_ID_HEX], span_id[TRACE_SPAN_HEX];
 	int64_t attempt_at;
@@ -67,11 +114,12 @@ void req_log(struct req *r)
 		a.upstream_close_ns = r->tun_close_ns;
 	}
 	log_access(r->env->log, &a);
+	propagation = a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
+		a.upstream_close_ns - a.cancel_ns : -1;
 	metrics_request_done(r->env->metrics,
 			     r->route ? r->route->metrics_slot : 0, a.status,
-			     cause, f ? fetch_head_latency(f) : -1,
-			     a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?
-			     a.upstream_close_ns - a.cancel_ns : -1);
+			     cause, f ? fetch_head_latency(f) : -1, propagation);
+	req_span(r, &a, propagation);
 	metrics_inflight_add(r->env->metrics, -1);
 }
 

@@ -153,7 +153,8 @@ static void worker_free(struct worker *w)
 	free(w);
 }
 
-struct worker *worker_start(int id, struct gen *g, const int *listen_fds)
+struct worker *worker_start(int id, struct gen *g, const int *listen_fds,
+			    struct otlp *otlp)
 {
 	struct worker *w = calloc(1, sizeof(*w));
 	struct front_env env = { 0 };
@@ -177,6 +178,7 @@ struct worker *worker_start(int id, struct gen *g, const int *listen_fds)
 	env.worker_id = id;
 	env.metrics = w->metrics;
 	env.log = w->log;
+	env.otlp = otlp;
 	w->front = front_new(&env);
 	if (!w->front)
 		goto fail;

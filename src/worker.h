@@ -10,7 +10,8 @@ struct worker;
  * g->cfg->listen entry, owned by the worker from now on) and start its
  * thread.  The worker takes its own reference on g.  NULL on failure
  * (logged). */
-struct worker *worker_start(int id, struct gen *g, const int *listen_fds);
+struct worker *worker_start(int id, struct gen *g, const int *listen_fds,
+			    struct otlp *otlp);
 
 /* From the main thread: use g (a reference is taken) for new requests. */
 void worker_set_gen(struct worker *w, struct gen *g);
