@@ -90,7 +90,7 @@ SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
              lp_n=1000, lp_hold=3.0,
              stream_bytes=64 << 20, fo_secs=2, fo_conns=50,
              ws_mem_n=100, ws_close_ns=(100,), ws_close_reps={},
-             ws_grace=1.0, budget=75)
+             ws_grace=1.0, budget=85)
 WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
 # The failover case: two servers per proxy, each proxy's idiomatic retry and
 # passive-health settings, written out (ctxproxy's are its defaults).
