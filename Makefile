@@ -44,7 +44,7 @@ SRCS := $(wildcard src/*.c)
 OBJS := $(SRCS:src/%.c=$(B)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
-TEST_PROGS := $(B)/tests/backend $(B)/tests/ws_echo
+TEST_PROGS := $(B)/tests/backend $(B)/tests/ws_echo $(B)/tests/otlp_sink
 
 .PHONY: all check check-valgrind unit demo install clean bench deps
 
