@@ -3,9 +3,10 @@
 
 usage: bench.py [--smoke] [--out FILE.md] [--json FILE] [--only CASES] [--proxies LIST]
                 [--failover-log]
-  CASES: comma list of throughput,browser,cancel,longpoll,stream,failover,
-         tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
-         (default: all)
+  CASES: comma list of throughput,browser,trace-cost,cancel,longpoll,stream,
+         failover,tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
+         (default: all; with --smoke all but trace-cost, which the smoke
+         budget has no room for: `--smoke --only trace-cost` runs it alone)
   LIST:  comma list of ctxproxy,nginx,haproxy (default: all; for debugging)
 
 Every process it starts (backends, proxies, clients) is a child with
@@ -20,6 +21,15 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     browser: the same with the request head of a current desktop Chrome
     (BROWSER_HEADERS, sent with wrk -H; ~1 KB with the request line
     and Host), same backend, workers and C.
+    trace-cost: what W3C trace context and span export cost (issue 14):
+    the throughput case's small GET, 1 worker, c=50, through ctxproxy with
+    trace_context off, on (sample 0, no export), on with a traceparent
+    from the client, and at trace_sample_percent 100 exporting every span
+    to tests/otlp_sink, and through nginx; all five started once and run
+    in rounds, each round in a rotated order (TRACE_*).  Requests/s, p99
+    and CPU per request, each against trace off and against nginx per
+    round; for the export, the spans ctxproxy exported and dropped
+    (/metrics) and those the sink counted, against the requests.
  2. cancel: N = 1, 100, 1000 `/slow?ms=30000` requests held by
     tests/backend, all clients close together (bench/cancel_client.py).
  3. longpoll: 10,000 requests in flight at once (bench/longpoll_client.py),
@@ -43,7 +53,8 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     tunnels opened, one message echoed on each, the proxy's RSS before and
     with all of them idle (KiB per idle tunnel); and N = 1, 100, 1000
     tunnels closed by their clients together, client close -> backend EOF.
---smoke: 1 s wrk runs (browser: C = 50 only; failover 2 s; TLS 1 worker), 1,000
+--smoke: 1 s wrk runs (browser: C = 50 only; failover 2 s; TLS 1 worker;
+trace-cost one round, only with --only), 1,000
 long-polls, 64 MiB transfers, 1 s grace, 100 idle WebSocket tunnels, and
 the close of 100 (one round).
 Each run also records how much CPU other processes took meanwhile
@@ -72,9 +83,12 @@ ROOT = os.path.dirname(HERE)
 CTXPROXY = os.path.join(ROOT, "build", "ctxproxy")
 BACKEND = os.path.join(ROOT, "build", "tests", "backend")
 WS_BACKEND = os.path.join(ROOT, "build", "tests", "ws_echo")
+OTLP_SINK = os.path.join(ROOT, "build", "tests", "otlp_sink")
 PROXIES = ("ctxproxy", "nginx", "haproxy")
-ALL_CASES = ("throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,tls-handshake,"
-             "ws-idle-memory,ws-close-latency")
+ALL_CASES = ("throughput,browser,trace-cost,cancel,longpoll,stream,failover,tls-keepalive,"
+             "tls-handshake,ws-idle-memory,ws-close-latency")
+# The smoke run's budget has no room for trace-cost's ~8 s (see smoke.sh).
+SMOKE_CASES = ",".join(c for c in ALL_CASES.split(",") if c != "trace-cost")
 PY = sys.executable or "python3"
 
 FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
@@ -83,14 +97,14 @@ FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
             lp_n=10000, lp_hold=20.0,
             stream_bytes=1 << 30, fo_secs=10, fo_conns=50,
             ws_mem_n=1000, ws_close_ns=(1, 100, 1000), ws_close_reps={1: 100, 100: 10, 1000: 3},
-            ws_grace=5.0, budget=570)
+            ws_grace=5.0, trace_rounds=3, trace_secs=5, budget=570)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
              browser_conns=(50,), tls_workers=(1,), tls_hs_workers=(1,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
              lp_n=1000, lp_hold=3.0,
              stream_bytes=64 << 20, fo_secs=2, fo_conns=50,
              ws_mem_n=100, ws_close_ns=(100,), ws_close_reps={},
-             ws_grace=1.0, budget=85)
+             ws_grace=1.0, trace_rounds=1, trace_secs=1, budget=85)
 WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
 # The failover case: two servers per proxy, each proxy's idiomatic retry and
 # passive-health settings, written out (ctxproxy's are its defaults).
@@ -165,6 +179,25 @@ WS_HAPROXY = "timeout tunnel 3600s"
 # Target for a tunnel's close, beside "p99 <= nginx": SPEC section 3's 2 ms
 # (client close -> backend sees it) for a single tunnel.
 WS_CLOSE_1_MS = 2.0
+# The trace-cost case: (name, proxy, ctxproxy's top-level keys, request
+# fields, export) per variant, the first the reference of the ratios.  The
+# client's traceparent is the W3C recommendation's example, sampled (flags
+# 01): ctxproxy joins its trace and sends a new span id upstream; with no
+# otlp_endpoint nothing is exported.  The export variant samples every
+# request and sends its spans to tests/otlp_sink (endpoint added at start).
+# nginx forwards the same small GET, without a traceparent.
+TRACE_PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACE_VARIANTS = (
+    ("trace off", "ctxproxy", "trace_context = false;", (), False),
+    ("trace on", "ctxproxy", "trace_context = true; trace_sample_percent = 0;", (), False),
+    ("trace on, client traceparent", "ctxproxy",
+     "trace_context = true; trace_sample_percent = 0;", (("traceparent", TRACE_PARENT),),
+     False),
+    ("export 100%", "ctxproxy", "trace_context = true; trace_sample_percent = 100;", (), True),
+    ("nginx", "nginx", "", (), False),
+)
+TRACE_CONNS = 50
+TRACE_DRAIN_S = 3.0  # the exporter's last spans wait up to 1 s (OTLP_BATCH_NS)
 
 
 def request_head(headers, port=80, path="/"):
@@ -311,6 +344,7 @@ class Bench:
         self.rows = []       # [(case, metric, {proxy: value}, fmt)]
         self.runs = []       # raw per-run records
         self.notes = []
+        self.sections = []   # [[Markdown lines]]: a case's own table
         self.failures = 0
         self.t_start = time.monotonic()
         self.nginx = which("nginx")
@@ -352,6 +386,21 @@ class Bench:
         p.stop()
         raise RuntimeError(f"tests/{'ws_echo' if ws else 'backend'} did not start: "
                            f"{p.err_tail()}")
+
+    def start_sink(self):
+        """tests/otlp_sink: an OTLP/HTTP collector that answers at once and
+        counts spans (p.port; sink_stats() reads its totals)."""
+        p = Proc(self.name("otlp-sink"), [OTLP_SINK, "-p", "0"], self.tmp)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and p.poll() is None:
+            with open(p.out_path) as f:
+                m = re.match(r"listening port=(\d+)", f.readline())
+            if m:
+                p.port = int(m.group(1))
+                return p
+            time.sleep(0.01)
+        p.stop()
+        raise RuntimeError(f"tests/otlp_sink did not start: {p.err_tail()}")
 
     def start_fast_backend(self):
         name = self.name("fast-nginx")
@@ -410,7 +459,7 @@ http {{
         return self._tls_cert
 
     def start_proxy(self, kind, workers, bport, conns, nginx_extra="", wrap=(), wait_s=5.0,
-                    access_log=False, tls=False, ws=False):
+                    access_log=False, tls=False, ws=False, ctx_extra="", admin=False):
         """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients.
         bport may be a list of ports: a pool of servers with retries and
         passive ejection (the failover case; see POOL_* for the settings).
@@ -421,12 +470,14 @@ http {{
         tls: the proxy listens for TLS 1.3 only, with tls_cert(), and no
         session tickets or session cache (ctxproxy has neither); ctxproxy
         then also gets an admin listener, for its handshake counter.
-        ws: the proxy carries WebSockets (WS_* settings)."""
+        ws: the proxy carries WebSockets (WS_* settings).
+        ctxproxy only: ctx_extra is added to its top-level settings (the
+        trace-cost case's trace keys); admin gives it an admin listener."""
         name = self.name(kind)
         conf = os.path.join(self.tmp, name + ".conf")
         bports = list(bport) if isinstance(bport, (list, tuple)) else [bport]
         pool = len(bports) > 1
-        admin = pool or tls
+        admin = admin or pool or tls
         if tls:
             cert, key, both = self.tls_cert()
         if kind == "ctxproxy":
@@ -452,6 +503,7 @@ shutdown_grace_ms = 200;
 access_log = "{log_path if access_log else "off"}";
 upstream_keepalive = 1024;
 {'admin = "127.0.0.1:0";' if admin else ''}
+{ctx_extra}
 defaults = {{ connect_timeout_ms = 5000; timeout_ms = 600000; }};
 routes = ( {{ {route} }} );
 """)
@@ -730,6 +782,160 @@ backend be{pool_lines}
                     if d.get("errors"):
                         self.notes.append(f"{case} / {proxy}: {d['errors']} non-2xx "
                                           f"responses or socket errors")
+
+    # ---- case 1b: the cost of trace context and span export ----
+
+    def case_trace_cost(self):
+        """TRACE_VARIANTS against the throughput case's nginx `return 200`
+        backend, each proxy started once (1 worker) and kept; then
+        trace_rounds rounds of one wrk run per variant, round r starting at
+        variant r (rotated), so that no variant always runs first or last
+        while the machine's load drifts.  Ratios are taken within a round."""
+        cfg = self.cfg
+        conns, secs, rounds = TRACE_CONNS, cfg["trace_secs"], cfg["trace_rounds"]
+        case = f"trace-cost w=1 c={conns}"
+        wanted = self.args.proxies.split(",")
+        variants = [v for v in TRACE_VARIANTS if v[1] in wanted]
+        print(f"{case}: {len(variants)} variants, {rounds} round(s) of {secs} s",
+              file=sys.stderr, flush=True)
+        kept = []
+        try:
+            fast = self.start_fast_backend()
+            sink = self.start_sink()
+            kept += [fast, sink]
+            procs = {}
+            for name, kind, extra, _, export in variants:
+                if export:
+                    extra += f' otlp_endpoint = "http://127.0.0.1:{sink.port}/v1/traces";'
+                p = self.start_proxy(kind, 1, fast.port, conns, ctx_extra=extra,
+                                     admin=kind == "ctxproxy")
+                kept.append(p)
+                procs[name] = p
+            for p in kept:
+                p.keep = True
+            if cfg["warmup_secs"]:
+                for name, kind, _, headers, export in variants:
+                    self.wrk_run(procs[name].port, conns, cfg["warmup_secs"], headers=headers)
+                    if export:
+                        trace_drain(procs[name].admin_port)
+            runs = {v[0]: [] for v in variants}
+            for r in range(rounds):
+                order = variants[r % len(variants):] + variants[:r % len(variants)]
+                for v in order:
+                    res = self.run_one(f"{case} round {r + 1}: {v[0]}", v[1],
+                                       lambda v=v: self.trace_run(procs[v[0]], v, sink, secs))
+                    runs[v[0]].append(res)
+        finally:
+            for p in kept:
+                p.keep = False
+                p.stop()
+        self.trace_report(case, variants, runs, rounds, secs)
+
+    def trace_run(self, p, variant, sink, secs):
+        """One wrk run of a trace-cost variant on its kept proxy p; with
+        export, the spans exported and dropped over it (after the exporter
+        has drained) and those the sink received, and the sink's CPU."""
+        name, kind, _, headers, export = variant
+        if export:
+            m0 = trace_spans(p.admin_port)
+            s0 = sink_stats(sink.port)
+            t0 = cpu_ticks([sink.pid])
+        out = self.wrk_run(p.port, TRACE_CONNS, secs, p.pids(), headers=headers)
+        if out["rps"] is None or out["p99_ms"] is None:
+            raise RuntimeError("wrk gave no figures")
+        if export:
+            t1 = cpu_ticks([sink.pid])
+            m1 = trace_drain(p.admin_port)
+            s1 = sink_stats(sink.port)
+            out["spans_exported"] = m1[0] - m0[0]
+            out["spans_dropped"] = m1[1] - m0[1]
+            out["sink_spans"] = s1["spans"] - s0["spans"]
+            out["sink_posts"] = s1["posts"] - s0["posts"]
+            out["sink_cpu_us_per_req"] = (t1 - t0) * 1e6 / os.sysconf("SC_CLK_TCK") / \
+                out["requests"]
+        if p.poll() is not None:
+            raise RuntimeError(f"{kind} exited: {p.err_tail()}")
+        return out
+
+    def trace_report(self, case, variants, runs, rounds, secs):
+        """Rows for the main table (medians; nginx's beside each ctxproxy
+        variant, so its ratio column compares with nginx) and a table of
+        its own: per-round ratios to trace off and to nginx, as medians
+        and ranges, and the export's span counts."""
+        ref, nginx = variants[0][0], "nginx"
+        rounds_done = [r for r in range(rounds)
+                       if all(len(runs[v[0]]) > r and runs[v[0]][r] for v in variants)]
+
+        def vals(name, key):
+            return [res[key] for res in runs.get(name, []) if res and res.get(key) is not None]
+
+        def ratios(name, other, key):
+            return [runs[name][r][key] / runs[other][r][key] for r in rounds_done
+                    if other in runs and runs[other][r].get(key)]
+
+        def mid_range(xs, fmt):
+            if not xs:
+                return "-"
+            if len(xs) == 1:
+                return fmt.format(xs[0])
+            return f"{fmt.format(median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+
+        ng = {k: median(vals(nginx, k)) for k in ("rps", "p99_ms", "cpu_us_per_req")}
+        for name, kind, _, _, _ in variants:
+            if kind != "ctxproxy":
+                continue
+            c = f"{case}: {name}"
+            for metric, key, fmt in (("req/s", "rps", "{:.0f}"), ("p99 ms", "p99_ms", "{:.3f}"),
+                                     ("proxy CPU us/request", "cpu_us_per_req", "{:.1f}")):
+                self.row(c, metric, {"ctxproxy": median(vals(name, key)), "nginx": ng[key]},
+                         fmt)
+            if name != ref:
+                self.row(c, "req/s / trace off", {"ctxproxy": median(ratios(name, ref, "rps"))},
+                         "{:.3f}")
+            self.row(c, "errors", {"ctxproxy": sum(vals(name, "errors"))}, "{:.0f}")
+            if vals(name, "spans_exported"):
+                for metric, key in (("spans exported (all rounds)", "spans_exported"),
+                                    ("spans dropped (all rounds)", "spans_dropped"),
+                                    ("spans at the collector (all rounds)", "sink_spans"),
+                                    ("requests (all rounds)", "requests")):
+                    self.row(c, metric, {"ctxproxy": sum(vals(name, key))}, "{:.0f}")
+                self.row(c, "collector CPU us/request",
+                         {"ctxproxy": median(vals(name, "sink_cpu_us_per_req"))}, "{:.1f}")
+        md = [f"## trace-cost: small GET, 1 worker, wrk -t1 -c{TRACE_CONNS} -d{secs}s, "
+              f"{len(rounds_done)} of {rounds} round(s) complete, variants rotated per round",
+              "",
+              "Medians over the rounds, (min–max) in brackets; ratios are taken within "
+              "each round.",
+              "",
+              "| variant | req/s | ÷ trace off | ÷ nginx | p99 ms | p99 ÷ trace off | "
+              "CPU µs/request | CPU ÷ trace off |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, _, _, _, _ in variants:
+            md.append(f"| {name} | {mid_range(vals(name, 'rps'), '{:.0f}')} | "
+                      f"{mid_range(ratios(name, ref, 'rps'), '{:.3f}')} | "
+                      f"{mid_range(ratios(name, nginx, 'rps'), '{:.2f}')} | "
+                      f"{mid_range(vals(name, 'p99_ms'), '{:.3f}')} | "
+                      f"{mid_range(ratios(name, ref, 'p99_ms'), '{:.2f}')} | "
+                      f"{mid_range(vals(name, 'cpu_us_per_req'), '{:.1f}')} | "
+                      f"{mid_range(ratios(name, ref, 'cpu_us_per_req'), '{:.3f}')} |")
+        for name, _, _, _, export in variants:
+            if not export or not vals(name, "spans_exported"):
+                continue
+            req, exp = sum(vals(name, "requests")), sum(vals(name, "spans_exported"))
+            drop, got = sum(vals(name, "spans_dropped")), sum(vals(name, "sink_spans"))
+            posts = sum(vals(name, "sink_posts"))
+            md += ["", f"{name}: {req} requests answered to wrk, {exp} spans exported and "
+                   f"{drop} dropped (ctxproxy's /metrics, after the exporter drained), "
+                   f"{got} spans in {posts} POSTs at tests/otlp_sink "
+                   f"(spans beyond the requests: requests still in flight when wrk stopped, "
+                   f"logged as 499); the sink's CPU "
+                   f"{mid_range(vals(name, 'sink_cpu_us_per_req'), '{:.1f}')} µs/request"]
+            if drop:
+                self.notes.append(f"{case}: {name}: {drop} spans dropped")
+            if got != exp:
+                self.notes.append(f"{case}: {name}: the sink counted {got} spans, ctxproxy "
+                                  f"exported {exp}")
+        self.sections.append(md)
 
     # ---- case 2: cancellation ----
 
@@ -1207,6 +1413,9 @@ backend be{pool_lines}
                            for i, c in enumerate(r)) for r in [head] + body]
         lines.insert(1, "  ".join("-" * w for w in widths))
         print("\n".join(lines))
+        for sec in self.sections:
+            print()
+            print("\n".join(sec))
         tg = self.targets()
         print("\nTargets (ctxproxy):")
         for t, v, d in tg:
@@ -1233,7 +1442,7 @@ backend be{pool_lines}
               f"- ctxproxy: {getattr(self, 'version', '?')}",
               f"- tools: {tool_versions(self)}",
               f"- command: `bench/run.sh{' --smoke' if self.args.smoke else ''}"
-              f"{'' if self.args.only == ALL_CASES else ' --only ' + self.args.only}"
+              f"{' --only ' + self.args.only if self.args.only_given else ''}"
               f"{' --failover-log' if self.args.failover_log else ''}` "
               f"({elapsed:.0f} s)",
               f"- proxy workers: as in the case name for throughput, browser, failover "
@@ -1248,6 +1457,8 @@ backend be{pool_lines}
               "| " + " | ".join(head) + " |",
               "|" + "|".join(["---", "---"] + ["---:"] * 4) + "|"]
         md += ["| " + " | ".join(r) + " |" for r in body]
+        for sec in self.sections:
+            md += [""] + sec
         md += ["", "## Targets (ctxproxy)", "", "| target | verdict | figures |",
                "|---|---|---|"]
         md += [f"| {t} | {v} | {d} |" for t, v, d in tg]
@@ -1323,6 +1534,56 @@ def pool_metrics(admin_port, names):
             up.append(f"{_port_name(labels.get('server'), names)} {v:.0f}")
     return (f"{', '.join(sorted(attempts)) or 'none'}; retries: "
             f"{', '.join(sorted(retries)) or 'none'}; up: {', '.join(sorted(up))}")
+
+
+def trace_spans(admin_port):
+    """(spans exported, spans dropped, requests logged) from ctxproxy's
+    /metrics (ctxproxy_trace_spans_*_total, ctxproxy_requests_total summed
+    over its labels); raises when it cannot be read."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        text = r.read().decode("utf-8", "replace")
+    out = []
+    for name in ("ctxproxy_trace_spans_exported_total", "ctxproxy_trace_spans_dropped_total"):
+        m = re.search(rf"^{name}\s+(\S+)", text, re.M)
+        if not m:
+            raise RuntimeError(f"/metrics has no {name}")
+        out.append(int(float(m.group(1))))
+    out.append(sum(int(float(v)) for v in
+                   re.findall(r"^ctxproxy_requests_total(?:\{[^}]*\})?\s+(\S+)", text, re.M)))
+    return tuple(out)
+
+
+def trace_drain(admin_port):
+    """trace_spans() once every logged request's span has been exported or
+    dropped (100 % sampling: one span per request) and nothing has moved
+    for 0.2 s, or after TRACE_DRAIN_S (the last batch waits up to 1 s)."""
+    deadline = time.monotonic() + TRACE_DRAIN_S
+    last, since = None, time.monotonic()
+    while True:
+        cur = trace_spans(admin_port)
+        now = time.monotonic()
+        if cur != last:
+            last, since = cur, now
+        elif cur[0] + cur[1] >= cur[2] and now - since >= 0.2:
+            return cur
+        if now > deadline:
+            return cur
+        time.sleep(0.05)
+
+
+def sink_stats(port):
+    """tests/otlp_sink's totals: {"posts", "spans", "body_bytes"}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def median(xs):
+    """The median of a list of numbers, or None if it is empty."""
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    k = len(xs) // 2
+    return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
 
 
 def tls_handshakes(admin_port):
@@ -1521,18 +1782,27 @@ def binary_version(path):
 
 
 def main():
-    global CTXPROXY, BACKEND, WS_BACKEND
+    global CTXPROXY, BACKEND, WS_BACKEND, OTLP_SINK
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", help="write the table as Markdown here")
     ap.add_argument("--json", help="write every figure as JSON here")
-    ap.add_argument("--only", default=ALL_CASES)
+    ap.add_argument("--only", default=None,
+                    help=f"comma list of {ALL_CASES} (default: all; with --smoke all "
+                         f"but trace-cost)")
     ap.add_argument("--failover-log", action="store_true",
                     help="failover case: ctxproxy writes its access log (slower), "
                          "summarised in the notes")
     ap.add_argument("--proxies", default=",".join(PROXIES), help="subset to run (debugging)")
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
+    args.only_given = args.only is not None
+    if args.only is None:
+        args.only = SMOKE_CASES if args.smoke else ALL_CASES
+    cases = args.only.split(",")
+    unknown = [c for c in cases if c not in ALL_CASES.split(",")]
+    if unknown:
+        ap.error(f"unknown case(s): {', '.join(unknown)} (cases: {ALL_CASES})")
 
     def on_signal(sig, _frame):
         raise SystemExit(128 + sig)
@@ -1548,18 +1818,23 @@ def main():
                               ("build/tests/backend", BACKEND if os.access(BACKEND, os.X_OK)
                                else None),
                               ("build/tests/ws_echo", WS_BACKEND
-                               if os.access(WS_BACKEND, os.X_OK) else None)) if not p]
+                               if os.access(WS_BACKEND, os.X_OK) else None),
+                              ("build/tests/otlp_sink", OTLP_SINK
+                               if "trace-cost" not in cases or os.access(OTLP_SINK, os.X_OK)
+                               else None)) if not p]
     if missing:
         print(f"bench: missing: {', '.join(missing)}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         return 2
     # Other work may rebuild build/ while we run: use copies taken now.
-    for src in (CTXPROXY, BACKEND, WS_BACKEND):
+    for src in (CTXPROXY, BACKEND, WS_BACKEND) + \
+            ((OTLP_SINK,) if "trace-cost" in cases else ()):
         shutil.copy2(src, os.path.join(tmp, os.path.basename(src)))
     b.version = binary_version(CTXPROXY)
     CTXPROXY = os.path.join(tmp, "ctxproxy")
     BACKEND = os.path.join(tmp, "backend")
     WS_BACKEND = os.path.join(tmp, "ws_echo")
+    OTLP_SINK = os.path.join(tmp, "otlp_sink")
     busy = cpu_busy()
     if busy is not None:
         b.idle_note = f"CPU busy before the run (other processes): {busy * 100:.0f}%"
@@ -1569,7 +1844,6 @@ def main():
                            f"are unreliable, compare ratios only")
     t0 = time.monotonic()
     try:
-        cases = args.only.split(",")
         variants = [v for v in TP_VARIANTS if v[0] in cases]
         if variants:
             try:
@@ -1577,6 +1851,11 @@ def main():
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 b.record(",".join(v[0] for v in variants), "all",
                          error=f"{type(e).__name__}: {e}")
+        if "trace-cost" in cases:
+            try:
+                b.case_trace_cost()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                b.record("trace-cost", "all", error=f"{type(e).__name__}: {e}")
         if "cancel" in cases:
             b.case_cancel()
         if "longpoll" in cases:

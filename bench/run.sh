@@ -2,14 +2,15 @@
 # run.sh - benchmark ctxproxy against nginx and HAProxy on loopback (see bench/bench.py).
 # usage: bench/run.sh [--smoke] [--out FILE.md] [--json FILE] [--only CASES]
 #                     [--failover-log]
-#   CASES: throughput,browser,cancel,longpoll,stream,failover,tls-keepalive,
-#          tls-handshake,ws-idle-memory,ws-close-latency (default: all)
+#   CASES: throughput,browser,trace-cost,cancel,longpoll,stream,failover,
+#          tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
+#          (default: all; --smoke leaves trace-cost out unless --only names it)
 #   full run: < 10 min, writes the table to bench/last-run.md as well;
 #   --smoke:  every case briefly (~60 s), just proves the scripts work;
 #             writes no file unless --out is given.
 # Needs wrk, nginx and haproxy (scripts/deps.sh bench installs them; exit 3
-# when one is missing) and build/ctxproxy, build/tests/backend and
-# build/tests/ws_echo (built here if missing).  As root the open-file
+# when one is missing) and build/ctxproxy, build/tests/backend,
+# build/tests/ws_echo and build/tests/otlp_sink (built here if missing).  As root the open-file
 # limit is raised to 65536 for the 10,000-request case; otherwise the soft
 # limit is raised to the hard one and that case may be scaled down.
 set -u
@@ -36,9 +37,9 @@ if [ -n "$missing" ]; then
 	exit 3   # smoke.sh takes 3 as "skipped"
 fi
 if [ ! -x "$root/build/ctxproxy" ] || [ ! -x "$root/build/tests/backend" ] ||
-	[ ! -x "$root/build/tests/ws_echo" ]; then
+	[ ! -x "$root/build/tests/ws_echo" ] || [ ! -x "$root/build/tests/otlp_sink" ]; then
 	make -C "$root" --no-print-directory build/ctxproxy build/tests/backend \
-		build/tests/ws_echo >&2 || exit 2
+		build/tests/ws_echo build/tests/otlp_sink >&2 || exit 2
 fi
 
 want=65536
