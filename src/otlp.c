@@ -154,14 +154,27 @@ static size_t utf8_len(const unsigned char *s)
  * \u00XX, and each byte that starts no well-formed UTF-8 sequence as
  * U+FFFD, so the body is valid JSON in valid UTF-8 whatever the client
  * sent.  NULL is written as "". */
-static void jb_str(struct jbuf *b, const char *s)
+static bool json_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/* The body of s as a JSON string (no quotes): runs of plain ASCII are
+ * copied at once, the rest escaped or checked one sequence at a time. */
+static void jb_str_body(struct jbuf *b, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	const unsigned char *run;
 	char esc[8];
 	size_t n;
 
-	jb_put(b, "\"", 1);
 	while (*p) {
+		for (run = p; json_plain(*p); p++)
+			;
+		if (p > run)
+			jb_put(b, (const char *)run, (size_t)(p - run));
+		if (!*p)
+			break;
 		n = utf8_len(p);
 		if (n == 0) {
 			jb_puts(b, "\\ufffd");
@@ -178,6 +191,12 @@ static void jb_str(struct jbuf *b, const char *s)
 		}
 		p += n;
 	}
+}
+
+static void jb_str(struct jbuf *b, const char *s)
+{
+	jb_put(b, "\"", 1);
+	jb_str_body(b, s);
 	jb_put(b, "\"", 1);
 }
 
@@ -201,27 +220,37 @@ static void jb_hex(struct jbuf *b, const uint8_t *id, size_t n)
 static void jb_i64(struct jbuf *b, int64_t v)
 {
 	char num[24];
-	int n = snprintf(num, sizeof(num), "\"%" PRId64 "\"", v);
+	char *p = num + sizeof(num);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
 
-	jb_put(b, num, (size_t)n);
+	*--p = '"';
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	*--p = '"';
+	jb_put(b, p, (size_t)(num + sizeof(num) - p));
 }
 
 static void attr_str(struct jbuf *b, const char *sep, const char *key,
 		     const char *v)
 {
+	/* The keys are this file's literals: nothing to escape. */
 	jb_puts(b, sep);
-	jb_puts(b, "{\"key\":");
-	jb_str(b, key);
-	jb_puts(b, ",\"value\":{\"stringValue\":");
+	jb_puts(b, "{\"key\":\"");
+	jb_puts(b, key);
+	jb_puts(b, "\",\"value\":{\"stringValue\":");
 	jb_str(b, v);
 	jb_puts(b, "}}");
 }
 
 static void attr_int(struct jbuf *b, const char *key, int64_t v)
 {
-	jb_puts(b, ",{\"key\":");
-	jb_str(b, key);
-	jb_puts(b, ",\"value\":{\"intValue\":");
+	jb_puts(b, ",{\"key\":\"");
+	jb_puts(b, key);
+	jb_puts(b, "\",\"value\":{\"intValue\":");
 	jb_i64(b, v);
 	jb_puts(b, "}}");
 }
@@ -251,8 +280,6 @@ static void span_attributes(struct jbuf *b, const struct otlp_span *s)
 /* One Span object: server kind, named "METHOD route" (or "METHOD"). */
 static void span_encode(struct jbuf *b, const struct otlp_span *s)
 {
-	char name[OTLP_METHOD_MAX + 1 + OTLP_ROUTE_MAX];
-
 	jb_puts(b, "{\"traceId\":");
 	jb_hex(b, s->trace_id, sizeof(s->trace_id));
 	jb_puts(b, ",\"spanId\":");
@@ -261,10 +288,13 @@ static void span_encode(struct jbuf *b, const struct otlp_span *s)
 		jb_puts(b, ",\"parentSpanId\":");
 		jb_hex(b, s->parent_id, sizeof(s->parent_id));
 	}
-	snprintf(name, sizeof(name), "%s%s%s", s->method,
-		 s->route[0] ? " " : "", s->route);
-	jb_puts(b, ",\"name\":");
-	jb_str(b, name);
+	jb_puts(b, ",\"name\":\"");
+	jb_str_body(b, s->method);
+	if (s->route[0]) {
+		jb_put(b, " ", 1);
+		jb_str_body(b, s->route);
+	}
+	jb_put(b, "\"", 1);
 	/* kind 2: SPAN_KIND_SERVER */
 	jb_puts(b, ",\"kind\":2,\"startTimeUnixNano\":");
 	jb_i64(b, s->start_unix_ns);
