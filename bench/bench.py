@@ -97,7 +97,7 @@ FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
             lp_n=10000, lp_hold=20.0,
             stream_bytes=1 << 30, fo_secs=10, fo_conns=50,
             ws_mem_n=1000, ws_close_ns=(1, 100, 1000), ws_close_reps={1: 100, 100: 10, 1000: 3},
-            ws_grace=5.0, trace_rounds=3, trace_secs=5, budget=570)
+            ws_grace=5.0, trace_rounds=3, trace_secs=5, budget=900)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
              browser_conns=(50,), tls_workers=(1,), tls_hs_workers=(1,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
