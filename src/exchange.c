@@ -458,6 +458,7 @@ struct exchange *exchange_new(struct upstream *up, ctx_t *ctx,
 	x->rq.body_len = xr->body_len;
 	x->rq.upgrade = xr->upgrade;
 	x->rq.tunnel_deadline = xr->tunnel_deadline;
+	x->rq.tunnel_max_ms = xr->tunnel_max_ms;
 	x->rq.timeouts = &xr->route->t;
 	x->rq.deadline_header = xr->cfg->deadline_header;
 	x->rq.keepalive_max = xr->cfg->upstream_keepalive;

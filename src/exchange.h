@@ -39,7 +39,8 @@ struct exchange_request {
 	const char *target;          /* copied */
 	int64_t body_len;            /* -1 none, FETCH_BODY_CHUNKED, or bytes */
 	bool upgrade;                /* a WebSocket upgrade (fetch_request's) */
-	int64_t tunnel_deadline;     /* ... and its deadline (fetch_request's) */
+	int64_t tunnel_deadline;     /* ... and its budget (fetch_request's) */
+	int64_t tunnel_max_ms;
 	const struct config_route *route;
 	int64_t route_deadline;      /* now + timeout_ms when ctx was made: an
 					earlier deadline of ctx is the client's */

@@ -189,6 +189,19 @@ static int head_finish_fields(struct fetch *f)
 	return 0;
 }
 
+/* An upgrade's budget as the deadline header announces it. */
+static int64_t fetch_tunnel_left(const struct fetch *f)
+{
+	int64_t left = CTX_NO_DEADLINE;
+
+	if (f->rq.tunnel_deadline != CTX_NO_DEADLINE)
+		left = f->rq.tunnel_deadline - ctx_now_ns();
+	if (f->rq.tunnel_max_ms > 0 &&
+	    (left == CTX_NO_DEADLINE || f->rq.tunnel_max_ms * 1000000 < left))
+		left = f->rq.tunnel_max_ms * 1000000;
+	return left;
+}
+
 /* Written as the request goes out (again on a retry), so the budget is
  * what is left then, not when the fetch was queued. */
 static void head_write_deadline(struct fetch *f)
@@ -199,12 +212,8 @@ static void head_write_deadline(struct fetch *f)
 
 	f->head_len = f->fields_len;
 	head_writer(f, &w);
-	if (!f->rq.upgrade)
-		left = ctx_remaining_ns(f->ctx, ctx_now_ns());
-	else if (f->rq.tunnel_deadline == CTX_NO_DEADLINE)
-		left = CTX_NO_DEADLINE;
-	else
-		left = f->rq.tunnel_deadline - ctx_now_ns();
+	left = f->rq.upgrade ? fetch_tunnel_left(f) :
+		ctx_remaining_ns(f->ctx, ctx_now_ns());
 	if (name && *name && left != CTX_NO_DEADLINE)
 		h1_put_field_u64(&w, name, strlen(name),
 				 left > 0 ? (uint64_t)left / 1000000 : 0);

@@ -44,10 +44,13 @@ struct fetch_request {
 	 * "Connection: upgrade" and "Upgrade: websocket", and a 101 ends the
 	 * exchange with the connection kept for fetch_take_conn(). */
 	bool upgrade;
-	/* For an upgrade, the deadline the deadline header announces: the
-	 * tunnel's (the client's own, or tunnel_max_ms), not the exchange's,
-	 * which ends at the 101; CTX_NO_DEADLINE sends none. */
+	/* For an upgrade, the deadline header announces the tunnel's budget,
+	 * not the exchange's, which ends at the 101: the earlier of
+	 * tunnel_deadline (the client's own; CTX_NO_DEADLINE for none) and
+	 * tunnel_max_ms from when the head goes out (0 = none); neither: no
+	 * header. */
 	int64_t tunnel_deadline;
+	int64_t tunnel_max_ms;
 	int64_t keepalive_timeout_ms;
 };
 #define FETCH_BODY_CHUNKED (-2)

@@ -300,9 +300,7 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	xr.body_len = body_len;
 	xr.upgrade = r->upgrade;
 	xr.tunnel_deadline = ctx_deadline(r->ctx);
-	if (r->route->tunnel_max_ms > 0 &&
-	    r->t0 + r->route->tunnel_max_ms * 1000000 < xr.tunnel_deadline)
-		xr.tunnel_deadline = r->t0 + r->route->tunnel_max_ms * 1000000;
+	xr.tunnel_max_ms = r->route->tunnel_max_ms;
 	xr.route = r->route;
 	xr.cfg = r->cfg;
 	xr.pool = r->gen->pools[r->route - r->cfg->routes];
