@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "config_syntax.h"
+#include "log.h"
 #include "config_keys.h"
 #include "config_text.h"
 #include "config_upstream.h"
@@ -195,6 +196,20 @@ static void check_access_log(struct config_loader *ld,
 		config_complain(ld, s, "'access_log' must be \"-\", \"off\" or a file path");
 }
 
+static void parse_log_level(struct config_loader *ld,
+			    const config_setting_t *s, void *obj)
+{
+	const char *v = config_setting_get_string(s);
+	enum log_level l;
+
+	if (!v || log_level_parse(v, &l) < 0) {
+		config_complain(ld, s, "'log_level' must be \"debug\", \"info\", "
+				"\"warn\" or \"error\"");
+		return;
+	}
+	((struct config *)obj)->log_level = (int)l;
+}
+
 static void check_log_format(struct config_loader *ld,
 			     const config_setting_t *s, void *obj)
 {
@@ -351,6 +366,8 @@ static const struct config_key top_keys[] = {
 	    false),
 	TOP("access_log_format", CONFIG_KEY_STRING, access_log_format, 0, 0,
 	    check_log_format, false),
+	TOP("log_level", CONFIG_KEY_CUSTOM, log_level, 0, 0, parse_log_level,
+	    false),
 	TOP("deadline_header", CONFIG_KEY_STRING, deadline_header, 0, 0,
 	    check_deadline_header, false),
 	TOP("upstream_keepalive", CONFIG_KEY_INT, upstream_keepalive, 0,
@@ -569,6 +586,7 @@ static struct config *config_new(const char *name)
 	cfg->path = strdup(name);
 	cfg->access_log = strdup("-");
 	cfg->access_log_format = strdup("logfmt");
+	cfg->log_level = LOG_INFO;
 	cfg->deadline_header = strdup("X-Request-Timeout-Ms");
 	if (!cfg->path || !cfg->access_log || !cfg->access_log_format ||
 	    !cfg->deadline_header) {

@@ -42,6 +42,8 @@ struct config {
 	int64_t shutdown_grace_ms;      /* default 10000 */
 	char *access_log;               /* "-" (stderr), "off" or a path */
 	char *access_log_format;        /* "logfmt" or "json" */
+	int log_level;                  /* enum log_level: debug .. error;
+					   default info */
 	char *deadline_header;          /* "" disables; default X-Request-Timeout-Ms */
 	int upstream_keepalive;         /* idle connections kept per worker and
 					   upstream server; default 256, 0 = none */

@@ -395,6 +395,9 @@ static void front_mhd_log(void *cls, const char *fmt, va_list ap)
 	size_t n;
 
 	(void)cls;
+	/* Per connection (a client that left, a refused request): debug. */
+	if (!log_enabled(LOG_DEBUG))
+		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && msg[n - 1] == '\n')

@@ -231,17 +231,44 @@ static void write_line(int fd, char *buf, size_t off, size_t len)
 	} while (n < 0 && errno == EINTR);
 }
 
+static const char *const level_names[] = { "debug", "info", "warn", "error" };
+static atomic_int min_level = LOG_INFO;
+
+void log_set_level(enum log_level min)
+{
+	atomic_store_explicit(&min_level, (int)min, memory_order_relaxed);
+}
+
+bool log_enabled(enum log_level level)
+{
+	return (int)level >= atomic_load_explicit(&min_level,
+						  memory_order_relaxed);
+}
+
+int log_level_parse(const char *name, enum log_level *out)
+{
+	int i;
+
+	for (i = LOG_DEBUG; i <= LOG_ERROR; i++)
+		if (strcmp(name, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 void log_msg(enum log_level level, const char *msg, const char *fmt, ...)
 {
-	static const char *names[] = { "debug", "info", "warn", "error" };
 	char buf[LOG_LINE_MAX];
 	size_t off;
 	va_list ap;
 	int n;
 
+	if (!log_enabled(level))
+		return;
 	off = (size_t)snprintf(buf, sizeof(buf), "ts=");
 	off += fmt_time(buf + off, sizeof(buf) - off);
-	appendf(buf, sizeof(buf), &off, " type=log level=%s", names[level]);
+	appendf(buf, sizeof(buf), &off, " type=log level=%s", level_names[level]);
 	append_kv(buf, sizeof(buf), &off, "msg", msg);
 	if (fmt && *fmt && off < sizeof(buf) - 2) {
 		buf[off++] = ' ';

@@ -2,6 +2,8 @@
 #ifndef CTXPROXY_LOG_H
 #define CTXPROXY_LOG_H
 
+#include <stdbool.h>
+
 #include <stdint.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -75,5 +77,13 @@ void log_access(struct log_buf *b, const struct log_access *a);
  * write(2) per line. */
 void log_msg(enum log_level level, const char *msg, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* The error log's threshold (`log_level`): log_msg prints nothing below
+ * it.  LOG_INFO until set.  Any thread (a relaxed atomic). */
+void log_set_level(enum log_level min);
+bool log_enabled(enum log_level level);
+
+/* "debug", "info", "warn" or "error" to its level: 0, or -EINVAL. */
+int log_level_parse(const char *name, enum log_level *out);
 
 #endif

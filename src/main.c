@@ -310,7 +310,10 @@ static void reload(struct daemon *d)
 	if (health_set_config(g->cfg) < 0)
 		log_msg(LOG_ERROR, "cannot update the health checks: the "
 			"previous servers stay checked", NULL);
+	/* Said at the level the reload began with: a move to "warn" still
+	 * shows that it took effect. */
 	log_msg(LOG_INFO, "reloaded", "routes=%zu", g->cfg->nroutes);
+	log_set_level((enum log_level)g->cfg->log_level);
 ready:
 	sd_notify(0, "READY=1");
 }
@@ -481,6 +484,7 @@ int main(int argc, char **argv)
 	cfg = config_load(o.config, stderr);
 	if (!cfg)
 		return 1;
+	log_set_level((enum log_level)cfg->log_level);
 	if (cfg->ntls_certs) {
 		tls = tls_set_load(cfg, stderr);
 		if (!tls) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "log.h"
 
 #define LISTEN "listen = \"127.0.0.1:8080\";\n"
 #define ROUTE_A "routes = ( { name = \"a\"; prefix = \"/\"; upstream = \"http://127.0.0.1:9000\"; } );\n"
@@ -442,6 +443,9 @@ static void test_ranges(void **state)
 		      "t.conf:6: 'tunnel_max_ms' must be between 0 and",
 		      "t.conf:6: 'tunnel_idle_timeout_ms' must be an integer",
 		      NULL);
+	expect_errors(LISTEN "log_level = \"verbose\";\n" ROUTE_A,
+		      "t.conf:2: 'log_level' must be \"debug\", \"info\", \"warn\" or \"error\"",
+		      NULL);
 }
 
 static void test_trace_keys(void **state)
@@ -450,15 +454,18 @@ static void test_trace_keys(void **state)
 
 	(void)state;
 	assert_true(cfg->trace_context);
+	assert_int_equal(cfg->log_level, LOG_INFO);
 	assert_int_equal(cfg->trace_sample_percent, 0);
 	assert_null(cfg->otlp_endpoint);
 	config_free(cfg);
 	cfg = load_ok(LISTEN "trace_context = false;\n"
 		      "trace_sample_percent = 100;\n"
+		      "log_level = \"warn\";\n"
 		      "otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\";\n"
 		      ROUTE_A);
 	assert_false(cfg->trace_context);
 	assert_int_equal(cfg->trace_sample_percent, 100);
+	assert_int_equal(cfg->log_level, LOG_WARN);
 	assert_string_equal(cfg->otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
 	config_free(cfg);
 }

@@ -1,4 +1,5 @@
 /* test_log.c - unit tests pinning the access log's logfmt and JSON lines. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -433,10 +434,35 @@ static void test_line_cut(void **state)
 	check_line_cut("x");
 }
 
+/* log_level: the names, and the threshold log_msg obeys. */
+static void test_level(void **state)
+{
+	enum log_level l = LOG_ERROR;
+
+	(void)state;
+	assert_int_equal(log_level_parse("debug", &l), 0);
+	assert_int_equal(l, LOG_DEBUG);
+	assert_int_equal(log_level_parse("warn", &l), 0);
+	assert_int_equal(l, LOG_WARN);
+	assert_int_equal(log_level_parse("Warn", &l), -EINVAL);
+	assert_int_equal(log_level_parse("", &l), -EINVAL);
+	assert_int_equal(l, LOG_WARN);
+	assert_true(log_enabled(LOG_INFO));     /* the default */
+	assert_false(log_enabled(LOG_DEBUG));
+	log_set_level(LOG_WARN);
+	assert_false(log_enabled(LOG_INFO));
+	assert_true(log_enabled(LOG_WARN));
+	assert_true(log_enabled(LOG_ERROR));
+	log_set_level(LOG_DEBUG);
+	assert_true(log_enabled(LOG_DEBUG));
+	log_set_level(LOG_INFO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_level),
 		cmocka_unit_test(test_trace_ids),
 		cmocka_unit_test(test_attempts_and_upstream_addr),
 		cmocka_unit_test(test_cancel_and_upstream_close),
