@@ -4,7 +4,6 @@ log at the default level (issue 15)."""
 
 import signal
 import socket
-import time
 import unittest
 
 from harness import ProxyTest, WAIT_TIMEOUT, route
@@ -13,26 +12,31 @@ HANGUPS = 4
 
 
 class LogLevel(ProxyTest):
-    def hang_up_everywhere(self, proxy, tag=""):
-        """Clients that leave in the upload and while awaiting headers;
-        returns once the proxy has logged each as a 499."""
+    def hang_up_everywhere(self, proxy, backend, tag=""):
+        """Clients that leave in the upload and while awaiting headers, each
+        once the backend has its request; returns once the proxy has logged
+        each as a 499."""
         for i in range(HANGUPS):
+            rid = "%s%d" % (tag, i)
             s = socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT_TIMEOUT)
-            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: up-%s\r\n"
-                      b"Content-Length: 100000\r\n\r\n" % (tag.encode() + b"%d" % i) + b"a" * 1000)
-            time.sleep(0.05)
+            s.sendall(b"POST /echo?up-%s HTTP/1.1\r\nHost: x\r\nX-Request-Id: up-%s\r\n"
+                      b"Content-Length: 100000\r\n\r\n" % (rid.encode(), rid.encode())
+                      + b"a" * 1000)
+            backend.wait_request("/echo?up-%s" % rid)
             s.close()
-            proxy.log.wait(id="up-%s%d" % (tag, i), status="499")
+            proxy.log.wait(id="up-%s" % rid, status="499")
             s = socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT_TIMEOUT)
-            s.sendall(b"GET /slow?ms=5000 HTTP/1.1\r\nHost: x\r\nX-Request-Id: aw-%s\r\n\r\n" % (tag.encode() + b"%d" % i))
-            time.sleep(0.05)
+            s.sendall(b"GET /slow?ms=5000&aw-%s HTTP/1.1\r\nHost: x\r\n"
+                      b"X-Request-Id: aw-%s\r\n\r\n" % (rid.encode(), rid.encode()))
+            backend.wait_request("/slow?ms=5000&aw-%s" % rid)
             s.close()
-            proxy.log.wait(id="aw-%s%d" % (tag, i), status="499", cause="client_disconnect")
+            proxy.log.wait(id="aw-%s" % rid, status="499", cause="client_disconnect")
 
     def run_with(self, **top):
         b = self.start_backend()
         p = self.start_proxy([route("main", "/", b)], **top)
-        self.hang_up_everywhere(p)
+        self.backend = b
+        self.hang_up_everywhere(p, b)
         return p
 
     def test_default_level_prints_no_debug(self):
@@ -66,7 +70,7 @@ class LogLevel(ProxyTest):
         self.set_level(p, "warn")
         n = len(p.log.raw)
         p.signal(signal.SIGUSR1)
-        self.hang_up_everywhere(p, tag="w")
+        self.hang_up_everywhere(p, self.backend, tag="w")
         rc, _, killed = p.stop()
         self.assertEqual((rc, killed), (0, False))
         later = "\n".join(p.log.raw[n:])
@@ -78,7 +82,7 @@ class LogLevel(ProxyTest):
         p = self.run_with()
         self.set_level(p, "debug")
         self.assertNotIn("level=debug", p.log.text())
-        self.hang_up_everywhere(p, tag="r")
+        self.hang_up_everywhere(p, self.backend, tag="r")
         p.log.wait_raw(r"level=debug .*src=mhd")
 
 
