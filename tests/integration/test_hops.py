@@ -28,8 +28,13 @@ class TwoHops(ProxyTest):
         req = backend.wait_request("/slow")
         seen = backend.headers_of(req)["x-request-timeout-ms"]
         self.assertEqual(len(seen), 1, "one deadline header reaches the backend")
-        self.assertWithin(int(seen[0]), 300, 599,
-                          "budget the backend was given (below A's 600 ms)")
+        # What the two hops took before the request reached the backend is
+        # the proxies' speed (~170 ms each under valgrind), not the contract:
+        # the budget is A's 600 ms less that time (less a little slack).
+        spent_ms = int(req["t"]) / 1000.0 - start * 1000.0
+        self.assertWithin(int(seen[0]), 600 - spent_ms - 50, 599,
+                          "budget the backend was given (A's 600 ms less the %.0f ms "
+                          "before it reached the backend)" % spent_ms)
         # The backend's connection is closed when the shared budget ends.
         cancelled = backend.wait(ev="cancelled", conn=req["conn"], req=req["req"])
         # Counted from when the request reached the backend, after two hops
