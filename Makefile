@@ -46,7 +46,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 TEST_PROGS := $(B)/tests/backend $(B)/tests/ws_echo $(B)/tests/otlp_sink
 
-.PHONY: all check check-valgrind unit demo install clean bench deps
+.PHONY: all check check-valgrind unit demo install clean bench deps soak soak-smoke
 
 # Plain `make` only compiles: no package queries. The targets that need more
 # than a compiler (check, check-valgrind, demo, bench, fuzz) run scripts/deps.sh
@@ -152,6 +152,17 @@ demo:
 	@scripts/deps.sh demo
 	@$(MAKE) --no-print-directory $(B)/ctxproxy $(TEST_PROGS)
 	@python3 tests/demo.py
+
+# Mixed faults for SOAK_SECONDS, every request accounted for (tests/soak.py);
+# the table goes to bench/SOAK.md.  Not part of check; soak-smoke is its 60 s version.
+SOAK_SECONDS ?= 600
+soak:
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(B)/tests/backend
+	@python3 tests/soak.py --seconds $(SOAK_SECONDS) --write bench/SOAK.md
+
+soak-smoke:
+	@$(MAKE) --no-print-directory $(B)/ctxproxy $(B)/tests/backend
+	@python3 tests/soak.py --seconds 60
 
 bench:
 	@scripts/deps.sh bench
