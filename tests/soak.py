@@ -367,9 +367,9 @@ def read_access(paths):
 
 
 def backend_view(files):
-    """From event files: {request id: (file, conn, req)}, cancelled (file, conn, req)s,
-    and (file, conn)s closed by the peer."""
-    ids, cancelled, peer_closed = {}, set(), set()
+    """From event files: {request id: (file, conn, req)}, {cancelled (file, conn, req):
+    its t}, and the (file, conn)s closed by the peer."""
+    ids, cancelled, peer_closed = {}, {}, set()
     for path in files:
         with open(path, "rb") as f:
             for raw in f:
@@ -383,7 +383,7 @@ def backend_view(files):
                 if e == "header":
                     ids[ev["value"]] = (path, ev["conn"], ev["req"])
                 elif e == "cancelled":
-                    cancelled.add((path, ev["conn"], ev["req"]))
+                    cancelled[(path, ev["conn"], ev["req"])] = int(ev["t"])
                 elif e == "close" and ev.get("by") == "peer":
                     peer_closed.add((path, ev["conn"]))
     return ids, cancelled, peer_closed
@@ -612,6 +612,7 @@ def main():
     seen_ids, cancelled, peer_closed = backend_view(files)
     never_reached = collections.Counter()
     propagated = 0
+    delays = []
     for a in access:
         if a.get("cause") not in CANCEL_CAUSES:
             continue
@@ -620,12 +621,17 @@ def main():
             never_reached[a.get("cause")] += 1
             continue
         path, conn, req = where
-        if (path, conn, req) in cancelled or (path, conn) in peer_closed:
+        # ev=cancelled, not a later close: a connection wrongly returned to
+        # the pool would be closed by the peer too, once its keep-alive ran out.
+        if (path, conn, req) in cancelled:
             propagated += 1
+            if a.get("cancel_us"):
+                delays.append(cancelled[(path, conn, req)] - int(a["cancel_us"]))
         else:
             problem("cancellation not at backend", "%s cause=%s phase=%s conn=%s req=%s in %s"
                     % (a.get("id"), a.get("cause"), a.get("phase"), conn, req,
-                       os.path.basename(path)))
+                       os.path.basename(path)) + (" (only a later close by=peer)"
+                                                  if (path, conn) in peer_closed else ""))
     if load.idle_not_closed:
         problem("client idle", "%d idle connections not closed within %.1f s"
                 % (load.idle_not_closed, CLIENT_IDLE_MS / 1000 + 3))
@@ -642,6 +648,7 @@ def main():
         "causes %s" % dict(sorted(acc_cause.items())),
         "cancellations seen by a backend and propagated: %d; cancelled before reaching one: %s"
         % (propagated, dict(never_reached)),
+        "backend's ev=cancelled after the proxy's cancel_us: %s" % _quantiles(delays),
         "client idle closes %d; SIGHUP %d; rotations %d; backend restarts %d"
         % (load.idle_closes, hups, len(rotated), restarts),
         "baseline fds %d, end fds %d; upstream sockets at end %d; RSS baseline %.1f MiB, "
@@ -670,6 +677,16 @@ def main():
             for line in failures:
                 f.write("- FAIL %s\n" % line)
     return 0 if not failures else 1
+
+
+def _quantiles(us):
+    """p50/p99/max of microsecond values, in ms."""
+    if not us:
+        return "none"
+    us = sorted(us)
+    pick = lambda q: us[min(len(us) - 1, int(q * len(us)))] / 1000  # noqa: E731
+    return "p50 %.2f ms, p99 %.2f ms, max %.2f ms (n=%d)" % (pick(0.5), pick(0.99),
+                                                            us[-1] / 1000, len(us))
 
 
 def _short(a):
