@@ -22,10 +22,8 @@ import argparse
 import collections
 import os
 import platform
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
