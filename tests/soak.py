@@ -633,6 +633,14 @@ def main():
     if load.idle_not_closed:
         problem("client idle", "%d idle connections not closed within %.1f s"
                 % (load.idle_not_closed, CLIENT_IDLE_MS / 1000 + 3))
+    # The error log at the default level: no debug line (issue 15: one per hang-up
+    # flooded the journal) and no error; warnings (ejections of the failing
+    # servers, the fd-limit note) are expected and counted by message.
+    levels = collections.Counter("%s %s" % (e.get("level"), e.get("msg"))
+                                 for e in proxy.log.items if e.get("level") != "info")
+    for e, raw in zip(proxy.log.items, proxy.log.raw):
+        if e.get("level") in ("debug", "error"):
+            problem("error log", raw)
     for kind, n in problems.items():
         failures.append("%s: %d, e.g. %s" % (kind, n, "; ".join(examples[kind])))
 
@@ -647,6 +655,7 @@ def main():
         "cancellations seen by a backend and propagated: %d; cancelled before reaching one: %s"
         % (propagated, dict(never_reached)),
         "backend's ev=cancelled after the proxy's cancel_us: %s" % _quantiles(delays),
+        "error log, not info: %s" % dict(levels),
         "client idle closes %d; SIGHUP %d; rotations %d; backend restarts %d"
         % (load.idle_closes, hups, len(rotated), restarts),
         "baseline fds %d, end fds %d; upstream sockets at end %d; RSS baseline %.1f MiB, "
