@@ -38,6 +38,10 @@ if [ $unit_only = 0 ]; then
 		count $((rc == 0)) 0 $rc
 		[ $rc = 0 ] || failures="$failures bench-smoke"
 	fi
+	echo "== soak smoke (60 s)"
+	python3 tests/soak.py --seconds 60; rc=$?
+	count $((rc == 0)) 0 $rc
+	[ $rc = 0 ] || failures="$failures soak-smoke"
 fi
 [ -n "$failures" ] && echo "failed suites:$failures"
 echo "$passed passed, $failed failed"
