@@ -475,8 +475,7 @@ static bool field_lists(const struct headers_field *f, size_t n,
 	size_t i, len = strlen(name);
 
 	for (i = 0; i < n; i++)
-		if (f[i].name_len == len &&
-		    strncasecmp(f[i].name, name, len) == 0 &&
+		if (name_is_n(&f[i], name, len) &&
 		    headers_list_has_n(f[i].value, f[i].value_len, token,
 				       strlen(token)))
 			return true;

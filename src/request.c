@@ -74,15 +74,6 @@ void req_new_id(struct req_env *env, char out[33])
 	out[32] = '\0';
 }
 
-/* snprintf(dst, cap, "%s", src) without the printf engine. */
-static void copy_trunc(char *dst, size_t cap, const char *src)
-{
-	size_t n = strnlen(src, cap - 1);
-
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-}
-
 static bool req_id_sane(const char *v)
 {
 	size_t n = 0;
@@ -101,7 +92,7 @@ static void req_set_id(struct req *r)
 						    "X-Request-Id");
 
 	if (req_id_sane(v)) {
-		copy_trunc(r->id, sizeof(r->id), v);
+		req_copy_trunc(r->id, sizeof(r->id), v);
 		return;
 	}
 	req_new_id(r->env, r->id);
@@ -299,8 +290,10 @@ static int req_start_fetch(struct req *r, int64_t body_len,
 	xr.target = target;
 	xr.body_len = body_len;
 	xr.upgrade = r->upgrade;
-	xr.tunnel_deadline = ctx_deadline(r->ctx);
-	xr.tunnel_max_ms = r->route->tunnel_max_ms;
+	if (r->upgrade) {
+		xr.tunnel_deadline = ctx_deadline(r->ctx);
+		xr.tunnel_max_ms = r->route->tunnel_max_ms;
+	}
 	xr.route = r->route;
 	xr.cfg = r->cfg;
 	xr.pool = r->gen->pools[r->route - r->cfg->routes];
@@ -385,7 +378,7 @@ static enum MHD_Result req_begin(struct req *r, const char *method,
 static enum MHD_Result req_first(struct req *r, struct req_conn *rc,
 				 const char *method, const char *version)
 {
-	copy_trunc(r->method, sizeof(r->method), method);
+	req_copy_trunc(r->method, sizeof(r->method), method);
 	r->uri = strdup(rc && rc->uri ? rc->uri : "/");
 	if (!r->uri)
 		return MHD_NO;
@@ -396,7 +389,7 @@ static enum MHD_Result req_first(struct req *r, struct req_conn *rc,
 		return MHD_NO;
 	if (r->query)
 		r->query++;
-	copy_trunc(r->client, sizeof(r->client), rc ? rc->client : "-");
+	req_copy_trunc(r->client, sizeof(r->client), rc ? rc->client : "-");
 	r->tls = rc ? rc->tls : NULL;
 	req_set_id(r);
 	r->rc = rc;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <microhttpd.h>
 
@@ -155,6 +156,15 @@ void req_log(struct req *r);
 /* "uploading", ..., "tunnel", "done". */
 const char *req_phase_name(enum req_phase ph);
 
+/* snprintf(dst, cap, "%s", src) without the printf engine; NULL as "". */
+static inline void req_copy_trunc(char *dst, size_t cap, const char *src)
+{
+	size_t n = src ? strnlen(src, cap - 1) : 0;
+
+	memcpy(dst, src ? src : "", n);
+	dst[n] = '\0';
+}
+
 /* Phases only move forward (a request never streams twice). */
 static inline void req_set_phase(struct req *r, enum req_phase ph)
 {
@@ -196,10 +206,10 @@ enum MHD_Result req_reply_failure(struct req *r);
 
 /* ---- request_tunnel.c: a request that upgrades (SPEC §10) ---- */
 
-/* Whether the request (checked head: fields f[0, n)) is a WebSocket
- * upgrade to carry: sets r->upgrade; on a TLS listener sets a 501 in
- * r->err_status instead. */
-bool req_upgrade_check(struct req *r, const char *version, int64_t body_len,
+/* Sets r->upgrade when the request (checked head: fields f[0, n)) is a
+ * WebSocket upgrade to carry; on a TLS listener a 501 in r->err_status
+ * instead. */
+void req_upgrade_check(struct req *r, const char *version, int64_t body_len,
 		       const struct headers_field *f, size_t n);
 /* The response for the backend's 101 (its fields still to add): once it
  * is sent, libmicrohttpd hands over the client's socket and the tunnel

@@ -18,15 +18,6 @@ const char *req_phase_name(enum req_phase ph)
 	return phase_names[ph];
 }
 
-/* snprintf(dst, cap, "%s", src) without the printf engine. */
-static void copy_trunc(char *dst, size_t cap, const char *src)
-{
-	size_t n = src ? strnlen(src, cap - 1) : 0;
-
-	memcpy(dst, src ? src : "", n);
-	dst[n] = '\0';
-}
-
 /* A sampled request's server span (SPEC §11), as its access line has it;
  * the wall clock is read for sampled requests only. */
 static void req_span(const struct req *r, const struct log_access *a,
@@ -47,9 +38,9 @@ static void req_span(const struct req *r, const struct log_access *a,
 	s.has_parent = r->trace.joined;
 	s.end_unix_ns = end;
 	s.start_unix_ns = end - a->duration_ns;
-	copy_trunc(s.method, sizeof(s.method), a->method);
-	copy_trunc(s.route, sizeof(s.route), a->route);
-	copy_trunc(s.path, sizeof(s.path), a->path);
+	req_copy_trunc(s.method, sizeof(s.method), a->method);
+	req_copy_trunc(s.route, sizeof(s.route), a->route);
+	req_copy_trunc(s.path, sizeof(s.path), a->path);
 	s.status = a->status;
 	s.upstream_status = a->upstream_status;
 	s.attempts = a->attempts;
@@ -98,7 +89,11 @@ void req_log(struct req *r)
 	a.cause = ctx_cause_name(cause);
 	a.phase = r->cancel_phase && cause != CTX_CAUSE_COMPLETED ?
 		r->cancel_phase : req_phase_name(PH_DONE);
-	if (cause != CTX_CAUSE_COMPLETED) {
+	if (r->tunneled) {              /* request_tunnel.c's figures */
+		a.status = 101;
+		a.cancel_ns = r->tun_end_ns;
+		a.upstream_close_ns = r->tun_close_ns;
+	} else if (cause != CTX_CAUSE_COMPLETED) {
 		a.cancel_ns = r->child && ctx_is_cancelled(r->child) ?
 			ctx_cancelled_at(r->child) : ctx_cancelled_at(r->ctx);
 		/* An attempt's own end (a timeout of its phase, a reset, a
@@ -107,11 +102,6 @@ void req_log(struct req *r)
 		if (attempt_at && attempt_at < a.cancel_ns)
 			a.cancel_ns = attempt_at;
 		a.upstream_close_ns = f ? fetch_closed_at(f) : 0;
-	}
-	if (r->tunneled) {              /* request_tunnel.c's figures */
-		a.status = 101;
-		a.cancel_ns = r->tun_end_ns;
-		a.upstream_close_ns = r->tun_close_ns;
 	}
 	log_access(r->env->log, &a);
 	propagation = a.cancel_ns && a.upstream_close_ns >= a.cancel_ns ?

@@ -24,24 +24,23 @@ struct req_tunnel {
 	struct tunnel_report rep;         /* once ended */
 };
 
-bool req_upgrade_check(struct req *r, const char *version, int64_t body_len,
+void req_upgrade_check(struct req *r, const char *version, int64_t body_len,
 		       const struct headers_field *f, size_t n)
 {
 	if (!r->route->websocket || body_len > 0 ||
 	    body_len == FETCH_BODY_CHUNKED ||
 	    strcmp(version, MHD_HTTP_VERSION_1_1) != 0 ||
 	    !headers_wants_websocket(f, n))
-		return false;
+		return;
 	if (r->tls) {
 		/* libmicrohttpd 0.9.75 relays an upgraded TLS connection
 		 * through 4-byte buffers and loses hang-ups (DESIGN.md). */
 		r->err_status = 501;
 		r->err_msg = "websocket upgrade is not supported on TLS "
 			"listeners";
-		return false;
+		return;
 	}
 	r->upgrade = true;
-	return true;
 }
 
 /* ---- the backend's connection as a tunnel end ---- */
@@ -174,8 +173,6 @@ void req_tunnel_end_now(struct req *r)
 		return;
 	rt->rep.cause = ctx_is_cancelled(r->ctx) ? ctx_cause(r->ctx) :
 		CTX_CAUSE_SHUTDOWN;
-	rt->rep.why = TUNNEL_END_CANCELLED;
-	rt->rep.ended_at = ctx_now_ns();
 	rt_close(rt);
 }
 
@@ -195,6 +192,7 @@ static int rt_start(struct req *r, struct req_tunnel *rt, int sock,
 		    const char *extra_in, size_t extra_in_size)
 {
 	struct fetch *f = req_fetch(r);
+	const char *extra;
 	struct tunnel_conf conf = {
 		.idle_ms = r->route->tunnel_idle_timeout_ms,
 		.max_ms = r->route->tunnel_max_ms,
@@ -211,9 +209,10 @@ static int rt_start(struct req *r, struct req_tunnel *rt, int sock,
 
 	if (!r->rc || r->rc->fd_taken || !f)
 		return -EINVAL;
-	rt->uc = fetch_take_conn(f, (const char **)&u.extra, &u.extra_len);
+	rt->uc = fetch_take_conn(f, &extra, &u.extra_len);
 	if (!rt->uc)
 		return -ENOTCONN;
+	u.extra = extra;
 	u.io = rt;
 	rt->user.ready = up_ready;
 	uconn_set_user(rt->uc, &rt->user);
@@ -244,6 +243,7 @@ static void req_upgraded(void *cls, struct MHD_Connection *c, void *con_cls,
 	if (rt) {
 		rt->r = r;
 		rt->urh = urh;
+		rt->rep.first = -1;       /* no report yet: no side ended it */
 		r->refs++;
 		r->tun = rt;
 		r->tunneled = true;
