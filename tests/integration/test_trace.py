@@ -13,7 +13,7 @@ import unittest
 
 from harness import (ROOT, START_TIMEOUT, VALGRIND, WAIT_TIMEOUT, ProxyTest, _register,
                      _stop_process, config_text, free_port, route)
-from test_ops import http_get, parse_prometheus
+from test_ops import http_get, parse_prometheus, poll
 
 COLLECTOR = os.path.join(ROOT, "tests", "otlp_collector.py")
 ADMIN = "127.0.0.1:0"
@@ -28,19 +28,6 @@ PARENT = "00f067aa0ba902b7"
 def new_ids():
     """A random (trace id, parent span id) pair in lower-case hex."""
     return os.urandom(16).hex(), os.urandom(8).hex()
-
-
-def poll(fn, timeout, what):
-    """Call fn every 20 ms until it returns a true value (returned); AssertionError
-    naming what after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError("%s not reached within %.1fs" % (what, timeout))
-        time.sleep(0.02)
 
 
 class Collector:
