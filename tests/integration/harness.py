@@ -231,7 +231,33 @@ def _stop_process(proc, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
         return proc.returncode, time.monotonic() - start, True
 
 
-class Backend:
+class EventSource:
+    """A test process whose event lines are collected in self.events (a
+    LineLog): what the tests ask of any backend's events."""
+
+    def wait(self, pred=None, timeout=WAIT_TIMEOUT, start=0, **kv):
+        """First event matching pred and kv (values compared as strings)."""
+        return self.events.wait(pred, timeout, start, **kv)
+
+    def find(self, pred=None, start=0, **kv):
+        """Every event so far matching pred and kv."""
+        return self.events.find(pred, start, **kv)
+
+    def mark(self):
+        """Index of the next event."""
+        return self.events.mark()
+
+    def wait_count(self, count, pred=None, timeout=WAIT_TIMEOUT, start=0, what=None, **kv):
+        """Wait until at least count events match; returns them."""
+        return self.events.wait_count(count, pred, timeout, start, what, **kv)
+
+    def wait_request(self, path_prefix, timeout=WAIT_TIMEOUT, start=0):
+        """The ev=request event whose path starts with path_prefix."""
+        return self.wait(lambda e: e.get("path", "").startswith(path_prefix),
+                         timeout, start, ev="request")
+
+
+class Backend(EventSource):
     """build/tests/backend on 127.0.0.1, its event lines collected.
 
     mode: the backend's -m MODE, how it answers every request but /healthz
@@ -257,27 +283,6 @@ class Backend:
         first = self.events.wait(lambda e: "listening" in e, START_TIMEOUT, what="listening")
         self.port = int(first["port"])
         self.url = "http://127.0.0.1:%d" % self.port
-
-    def wait(self, pred=None, timeout=WAIT_TIMEOUT, start=0, **kv):
-        """First event matching pred and kv (values compared as strings)."""
-        return self.events.wait(pred, timeout, start, **kv)
-
-    def find(self, pred=None, start=0, **kv):
-        """Every event so far matching pred and kv."""
-        return self.events.find(pred, start, **kv)
-
-    def mark(self):
-        """Index of the next event."""
-        return self.events.mark()
-
-    def wait_count(self, count, pred=None, timeout=WAIT_TIMEOUT, start=0, what=None, **kv):
-        """Wait until at least count events match; returns them."""
-        return self.events.wait_count(count, pred, timeout, start, what, **kv)
-
-    def wait_request(self, path_prefix, timeout=WAIT_TIMEOUT, start=0):
-        """The ev=request event whose path starts with path_prefix."""
-        return self.wait(lambda e: e.get("path", "").startswith(path_prefix),
-                         timeout, start, ev="request")
 
     def wait_conn_end(self, conn, timeout=WAIT_TIMEOUT):
         """First ev=cancelled or ev=close by=peer on backend connection conn."""

@@ -23,7 +23,7 @@ import unittest
 import urllib.parse
 
 import harness
-from harness import (Client, Closed, ProxyTest, VALGRIND, WAIT_TIMEOUT, LineLog, now_us,
+from harness import (Client, Closed, EventSource, ProxyTest, VALGRIND, WAIT_TIMEOUT, LineLog, now_us,
                      parse_logfmt, route)
 
 try:
@@ -102,7 +102,7 @@ def _parse_ws_event(line):
     return ev
 
 
-class WsBackend:
+class WsBackend(EventSource):
     """tests/ws_backend.py on 127.0.0.1, its event lines collected (see its
     docstring for the modes and events).  raw101: answer every request with
     a bare 101; tls: (cert, key) to serve TLS."""
@@ -121,22 +121,8 @@ class WsBackend:
         scheme = "https" if tls else "http"
         self.url = "%s://127.0.0.1:%d" % (scheme, self.port)
 
-    def wait(self, pred=None, timeout=WAIT_TIMEOUT, start=0, **kv):
-        return self.events.wait(pred, timeout, start, **kv)
-
-    def find(self, pred=None, start=0, **kv):
-        return self.events.find(pred, start, **kv)
-
-    def mark(self):
-        return self.events.mark()
-
-    def wait_count(self, count, pred=None, timeout=WAIT_TIMEOUT, start=0, what=None, **kv):
-        return self.events.wait_count(count, pred, timeout, start, what, **kv)
-
-    def request(self, path_prefix, timeout=WAIT_TIMEOUT, start=0):
-        """The ev=request event whose path starts with path_prefix."""
-        return self.wait(lambda e: e.get("path", "").startswith(path_prefix), timeout,
-                         start, ev="request")
+    # The ev=request event whose path starts with a prefix.
+    request = EventSource.wait_request
 
     def close_of(self, conn, timeout=WAIT_TIMEOUT):
         """The connection's ev=close (by=peer or by=self)."""
