@@ -48,7 +48,12 @@ class Timeouts(ProxyTest):
         end = backend.wait_conn_end(req["conn"])
         self.assertWithin((end["t"] - req["t"]) / 1000, 150, 3000,
                           "ms from request to upstream close")
-        self.assertAccess(proxy.access("/hang"), status=504, cause="header_timeout")
+        line = proxy.access("/hang")
+        self.assertAccess(line, status=504, cause="header_timeout")
+        # The attempt's own timeout closed the upstream: propagation is
+        # timed from it (from the exchange's later cancel it was negative).
+        self.assertIn("propagation_us", line)
+        self.assertWithin(int(line["propagation_us"]), 0, 1000000, "propagation_us")
 
     def test_idle_timeout(self):
         backend, proxy = self.setup_pair(route_opts={"idle_timeout_ms": 300})
