@@ -445,7 +445,6 @@ def main():
                               workers=2, client_idle_timeout_ms=CLIENT_IDLE_MS,
                               upstream_keepalive_timeout_ms=KEEPALIVE_MS))
     admin = proxy.admin_port()
-    proxy.log.wait(msg="started", timeout=harness.START_TIMEOUT)
     pid = proxy.pid
     print("soak: %ds, ctxproxy pid %d, port %d, admin %d, files in %s"
           % (args.seconds, pid, proxy.port, admin, tmp), flush=True)

@@ -407,7 +407,7 @@ def run_proxy_cli(args, timeout=START_TIMEOUT):
 class Proxy:
     """build/ctxproxy -c FILE with FILE written from config text; stderr collected."""
 
-    def __init__(self, text):
+    def __init__(self, text, wait_started=True):
         if not os.access(PROXY_BIN, os.X_OK):
             raise AssertionError("%s is not built (make build/ctxproxy)" % PROXY_BIN)
         self.config_path = write_temp(text)
@@ -426,6 +426,12 @@ class Proxy:
         try:
             first = self.log.wait(lambda e: e.get("msg") == "listening" and "addr" in e,
                                   START_TIMEOUT, what="msg=listening addr=...")
+            # "listening" comes before the workers exist; "started" (sent
+            # with READY=1) after every worker's loop and descriptors do,
+            # so a test's baseline (fds, RSS) is never taken half-way.
+            if wait_started:
+                self.log.wait(lambda e: e.get("msg") == "started", START_TIMEOUT,
+                              what="msg=started")
         except AssertionError:
             _stop_process(self.proc, timeout=2)
             raise

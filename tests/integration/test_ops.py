@@ -947,7 +947,7 @@ class GracefulStop(OpsTest):
         text = config_text([route("main", "/", backend)], admin=ADMIN)
         statuses = []
         for _ in range(20):
-            proxy = Proxy(text)
+            proxy = Proxy(text, wait_started=False)
             self.proxies.append(proxy)
             proxy.proc.send_signal(signal.SIGTERM)   # right after msg=listening
             rc, _ = proxy.wait_exit()
