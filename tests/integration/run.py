@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """run.py - run ctxproxy's integration tests; ends with "N passed, N failed".
 
-usage: run.py [-v] [SUBSTRING ...]
+usage: run.py [-v] [-j N] [SUBSTRING ...]
   SUBSTRING  run only the tests whose id contains one of them
   -v         print the processes' output for passing tests too
+  -j N       N shards in N processes at once (whole test classes each),
+             their outputs printed one after the other at the end
 """
 
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import unittest
@@ -96,12 +100,83 @@ def flatten(suite):
             yield item
 
 
+def shard_of(tests, shard, shards):
+    """The tests of shard (0-based) of shards: whole classes, the largest
+    first to the shard with the fewest tests, so the shards end together
+    and a class's tests keep their order."""
+    classes = {}
+    for t in tests:
+        classes.setdefault(t.id().rsplit(".", 1)[0], []).append(t)
+    sizes = [0] * shards
+    mine = set()
+    for name in sorted(classes, key=lambda c: (-len(classes[c]), c)):
+        k = sizes.index(min(sizes))
+        sizes[k] += len(classes[name])
+        if k == shard:
+            mine.add(name)
+    return [t for t in tests if t.id().rsplit(".", 1)[0] in mine]
+
+
+def run_shards(argv, shards):
+    """Run run.py --shard K/N argv for each K at once; print each output in
+    turn and the summed "N passed, N failed" line."""
+    procs = []
+    for k in range(shards):
+        out = tempfile.TemporaryFile()
+        cmd = [sys.executable, os.path.abspath(__file__), "--shard", "%d/%d" % (k, shards)]
+        procs.append((subprocess.Popen(cmd + argv, stdout=out, stderr=subprocess.STDOUT), out))
+
+    def on_term(sig, _frame):
+        for proc, _ in procs:
+            proc.terminate()
+        sys.exit(128 + sig)
+
+    signal.signal(signal.SIGTERM, on_term)
+    started = time.monotonic()
+    passed = failed = 0
+    for k, (proc, out) in enumerate(procs):
+        try:
+            rc = proc.wait(SUITE_LIMIT + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+        print("== shard %d/%d" % (k + 1, shards))
+        print(text.rstrip(), flush=True)
+        last = [ln for ln in text.splitlines() if ln.endswith(" failed")]
+        try:
+            p, f = last[-1].replace(",", "").split()[0:3:2]
+            passed, failed = passed + int(p), failed + int(f)
+        except (IndexError, ValueError):
+            failed += 1
+        if rc != 0 and not failed:
+            failed += 1
+    print("integration (%d shards): %.1fs" % (shards, time.monotonic() - started))
+    print("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
 def main(argv):
+    argv = list(argv)
+    shard, shards = 0, 1
+    if "-j" in argv:
+        i = argv.index("-j")
+        jobs = int(argv[i + 1])
+        del argv[i:i + 2]
+        if jobs > 1:
+            return run_shards(argv, jobs)
+    if "--shard" in argv:
+        i = argv.index("--shard")
+        shard, shards = (int(x) for x in argv[i + 1].split("/"))
+        del argv[i:i + 2]
     verbose = "-v" in argv
     wanted = [a for a in argv if a != "-v"]
     loader = unittest.TestLoader()
     found = list(flatten(loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)))
     tests = [t for t in found if not wanted or any(w in t.id() for w in wanted)]
+    if shards > 1:
+        tests = shard_of(tests, shard, shards)
     result = Result(verbose)
     started = time.monotonic()
 
