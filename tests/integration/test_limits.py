@@ -4,7 +4,7 @@ import socket
 import time
 import unittest
 
-from harness import Client, ProxyTest, route
+from harness import SLOW, Client, ProxyTest, route
 
 
 class Limits(ProxyTest):
@@ -56,7 +56,7 @@ class Limits(ProxyTest):
         for c in idle:
             self.assertTrue(c.is_open(0.1), "an idle connection within the limit was closed")
         idle[0].sock.close()
-        self.assertTrue(self._eventually_served(proxy, 10.0),
+        self.assertTrue(self._eventually_served(proxy, 10.0 * SLOW),
                         "a slot freed by a closed connection was never reused")
 
     def _eventually_served(self, proxy, timeout):
@@ -64,8 +64,8 @@ class Limits(ProxyTest):
         deadline = time.monotonic() + timeout
         for attempt in range(100):
             try:
-                c = Client(proxy.port, timeout=2.0)
-                resp = c.request("GET", "/fast?retry=%d" % attempt, timeout=2.0)
+                c = Client(proxy.port, timeout=2.0 * SLOW)
+                resp = c.request("GET", "/fast?retry=%d" % attempt, timeout=2.0 * SLOW)
                 c.sock.close()
                 if resp.status == 200:
                     return True
