@@ -4,7 +4,7 @@ import os
 import time
 import unittest
 
-from harness import ProxyTest
+from harness import SLOW, ProxyTest
 
 BATCHES = 30
 BATCH = 10
@@ -30,14 +30,14 @@ class Leaks(ProxyTest):
         self.assertEqual(warm.status, 200)
         with_client = proxy.fd_count()
         self.clients[0].sock.close()
-        before = self._settled_fds(proxy, with_client - 1, 5.0)
+        before = self._settled_fds(proxy, with_client - 1, 5.0 * SLOW)
         mark = backend.mark()
         for b in range(BATCHES):
             batch = [self.client(proxy) for _ in range(BATCH)]
             for i, c in enumerate(batch):
                 c.send_request("GET", "/hang?b=%d&i=%d" % (b, i))
             backend.wait_count((b + 1) * BATCH, lambda e: e.get("path", "").startswith("/hang"),
-                               timeout=10.0, start=mark, what="ev=request path=/hang",
+                               timeout=10.0 * SLOW, start=mark, what="ev=request path=/hang",
                                ev="request")
             for c in batch:
                 c.sock.close()
@@ -46,15 +46,15 @@ class Leaks(ProxyTest):
             lambda e: e.get("path", "").startswith("/hang"), start=mark, ev="request")}
         self.assertEqual(len(hang_conns), BATCHES * BATCH)
         backend.wait_count(BATCHES * BATCH, lambda e: e.get("conn") in hang_conns,
-                           timeout=20.0, start=mark, what="ev=close of a /hang conn",
+                           timeout=20.0 * SLOW, start=mark, what="ev=close of a /hang conn",
                            ev="close")
         lines = proxy.log.wait_count(
             BATCHES * BATCH,
             lambda e: e.get("type") == "access" and e.get("path", "").startswith("/hang"),
-            timeout=10.0, what="type=access path=/hang")
+            timeout=10.0 * SLOW, what="type=access path=/hang")
         causes = {(e.get("status"), e.get("cause")) for e in lines}
         self.assertEqual(causes, {("499", "client_disconnect")})
-        after = self._settled_fds(proxy, before, 5.0)
+        after = self._settled_fds(proxy, before, 5.0 * SLOW)
         self.assertLessEqual(after, before, "proxy fds: %d before, %d after" % (before, after))
         self.assertTrue(proxy.alive())
 
@@ -64,8 +64,11 @@ class Leaks(ProxyTest):
         idle past upstream_keepalive_timeout_ms; the proxy's descriptors
         return to where they were."""
         n, cap = 100, 8
+        # The closes past the cap are awaited for 1 s less than the idle
+        # timeout, which would close them too: longer on a slow run.
+        keep_s = 5 if SLOW == 1 else 10
         backend, proxy = self.setup_pair(workers=1, upstream_keepalive=cap,
-                                         upstream_keepalive_timeout_ms=5000)
+                                         upstream_keepalive_timeout_ms=keep_s * 1000)
         # A first request brings up what stays (libcurl's own descriptors);
         # its upstream connection then waits in the pool.
         warm = self.client(proxy)
@@ -74,7 +77,7 @@ class Leaks(ProxyTest):
         with_client = proxy.fd_count()
         warm.close()
         self.clients = []
-        before = self._settled_fds(proxy, with_client - 1, 5.0) - 1
+        before = self._settled_fds(proxy, with_client - 1, 5.0 * SLOW) - 1
         mark = backend.mark()
         clients = [self.client(proxy) for _ in range(n)]
         for i, c in enumerate(clients):
@@ -87,17 +90,17 @@ class Leaks(ProxyTest):
         conns.add(warm_conn)
         self.assertGreaterEqual(len(conns), n)
         # Those past the cap close with their responses, well before the
-        # idle timeout (5 s) could close them.
+        # idle timeout could close them.
         closed = backend.wait_count(len(conns) - cap,
-                                    lambda e: e.get("conn") in conns, timeout=4.0,
+                                    lambda e: e.get("conn") in conns, timeout=keep_s - 1.0,
                                     start=mark, ev="close", by="peer")
-        pooled = self._settled_fds(proxy, before + cap, 10.0)
+        pooled = self._settled_fds(proxy, before + cap, 10.0 * SLOW)
         self.assertLessEqual(pooled, before + cap, "fds with the pool full")
         # The cap's connections go once they idle past the timeout.
         backend.wait_count(len(conns), lambda e: e.get("conn") in conns,
-                           timeout=20.0, start=mark, ev="close", by="peer")
+                           timeout=keep_s + 15.0 * SLOW, start=mark, ev="close", by="peer")
         self.assertGreaterEqual(len(closed), len(conns) - cap)
-        after = self._settled_fds(proxy, before, 10.0)
+        after = self._settled_fds(proxy, before, 10.0 * SLOW)
         self.assertLessEqual(after, before, "proxy fds: %d before, %d after: %s"
                              % (before, after, self._fds(proxy)))
         self.assertTrue(proxy.alive())
