@@ -780,18 +780,22 @@ class WebSocket(ProxyTest):
         up to the 101 only, and client_idle_timeout_ms (300) does not apply:
         a tunnel silent past them still echoes.  The deadline header upstream
         announces tunnel_max_ms (900), not timeout_ms; at 900 ms the tunnel
-        ends with cause=deadline_exceeded, both sides."""
-        life_us = 900_000
-        backend, proxy = self.ws_pair(route_opts={"timeout_ms": 300, "header_timeout_ms": 300,
+        ends with cause=deadline_exceeded, both sides.  Every time is three
+        times as long under valgrind, where a request alone took ~170 ms to
+        reach its backend (test_timeouts)."""
+        x = 3 if VALGRIND else 1
+        short_ms, life_us = 300 * x, 900_000 * x
+        backend, proxy = self.ws_pair(route_opts={"timeout_ms": short_ms,
+                                                  "header_timeout_ms": short_ms,
                                                   "tunnel_max_ms": life_us // 1000},
-                                      client_idle_timeout_ms=300)
+                                      client_idle_timeout_ms=short_ms)
         c, req = self.opened(proxy, backend)
-        self.assertWithin(int(req.get("h_x_request_timeout_ms", "0")), life_us // 1000 - 100,
+        self.assertWithin(int(req.get("h_x_request_timeout_ms", "0")), life_us // 1000 - 100 * x,
                           life_us // 1000, "deadline header upstream (ms)")
         r101 = backend.wait(ev="response", conn=req["conn"])
         self.assertEqual(c.echo("first"), b"first")
         # silent until well past the 300 ms timeouts, well before tunnel_max_ms
-        time.sleep(max(0.0, 0.55 - (now_us() - r101["t"]) / 1e6))
+        time.sleep(max(0.0, 0.55 * x - (now_us() - r101["t"]) / 1e6))
         self.assertEqual(c.echo("past timeout_ms"), b"past timeout_ms")
         self.assertLess(now_us() - r101["t"], life_us, "the echo came too late to tell")
         c.read_until_closed()
@@ -815,8 +819,9 @@ class WebSocket(ProxyTest):
     def test_client_deadline_bounds_tunnel(self):
         """A deadline the client sent in the deadline header (500 ms) applies
         to the tunnel: announced upstream, and the tunnel ends at it
-        (cause=deadline_exceeded)."""
-        budget_us = 500_000
+        (cause=deadline_exceeded).  The 101 and an echo must fit in it: 1.5 s
+        under valgrind."""
+        budget_us = 1_500_000 if VALGRIND else 500_000
         backend, proxy = self.ws_pair()
         sent_at = now_us()    # the proxy's clock for it starts after this
         c, req = self.opened(proxy, backend,
