@@ -139,11 +139,12 @@ check:
 	@$(MAKE) --no-print-directory $(B)/ctxproxy $(UNIT_BINS) $(TEST_PROGS)
 	@SANITIZE=$(SANITIZE) scripts/check.sh $(UNIT_BINS)
 
-# The integration suite with every daemon under valgrind (slow: not in CI).
+# The integration suite with every daemon under valgrind's memcheck, in two
+# shards at once (a memcheck daemon keeps one core busy; ~5 minutes here).
 check-valgrind:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory $(B)/ctxproxy $(TEST_PROGS)
-	@CTXPROXY_VALGRIND=1 python3 tests/integration/run.py
+	@CTXPROXY_VALGRIND=1 python3 tests/integration/run.py -j 2
 
 unit: $(UNIT_BINS)
 	@scripts/check.sh --unit-only $(UNIT_BINS)
