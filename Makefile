@@ -77,7 +77,7 @@ $(B)/ctxproxy: $(OBJS)
 # HTTP), and only the pkg-config modules in TEST_PKGS_name (default: all of
 # PKGS). A new tests/unit/test_NAME.c needs a TEST_OBJS_NAME line: without one
 # its build stops with a message asking for it (no silent default to every
-# object, which would prove nothing).
+# object, which would prove nothing). TEST_LDFLAGS_name: extra link flags.
 TEST_OBJS_context := context
 TEST_PKGS_context :=
 TEST_OBJS_loop := loop
@@ -111,6 +111,10 @@ TEST_OBJS_trace := trace
 TEST_PKGS_trace :=
 TEST_OBJS_otlp := otlp metrics context retry log
 TEST_PKGS_otlp := libcurl
+TEST_OBJS_watch := watch
+TEST_PKGS_watch :=
+# test_watch fails watch.c's allocations on purpose and sees a snapshot's free.
+TEST_LDFLAGS_watch := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
@@ -126,7 +130,7 @@ pkg_libs_of = $(pkg_check)$(if $(filter undefined,$(origin PKG_LIBS.$(1))),\
 .SECONDEXPANSION:
 $(B)/tests/test_%: tests/unit/test_%.c $$(call test_objs,$$*) $(FLAGS_STAMP) | $(B)/tests
 	$(CC) -Isrc $(ALL_CFLAGS) -o $@ $< $(call test_objs,$*) $(ALL_LDFLAGS) \
-		$(call test_libs,$*) -lcmocka
+		$(TEST_LDFLAGS_$*) $(call test_libs,$*) -lcmocka
 
 $(B)/tests/%: tests/%.c $(FLAGS_STAMP) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)

@@ -60,33 +60,49 @@ void watch_ring_push(struct watch_ring *ring, const struct watch_cancel *c);
 struct watch_snap;
 
 /* A snapshot for nworkers workers wanting the cancellations after since[i]
- * of worker i (since may be NULL: all kept).  One reference, the caller's.
- * NULL on ENOMEM. */
+ * of worker i (since may be NULL: all kept; a since[i] beyond the worker's
+ * newest seq, as a page kept from before a restart has, also means all
+ * kept).  One reference, the caller's.  NULL on ENOMEM. */
 struct watch_snap *watch_snap_new(int nworkers, const uint64_t *since);
 void watch_snap_ref(struct watch_snap *s);
 /* watch_snap_unref(NULL) is a no-op; the last reference frees it. */
 void watch_snap_unref(struct watch_snap *s);
 
 /* Worker side (its thread), inside the wake-up that carries the snapshot:
- * add one request / this worker's cancellations after since[worker], then
- * say the worker is done (which drops the worker's reference).  A row that
- * does not fit (ENOMEM) is counted in watch_snap_lost(). */
+ * add one request (to worker r->worker's rows) / this worker's
+ * cancellations after since[worker], then say the worker is done (which
+ * drops the worker's reference: call it once, then leave s alone).  A row
+ * that does not fit (ENOMEM, or a worker outside 0..nworkers-1) is counted
+ * in watch_snap_lost().  Rows added after the admin side's wait gave up
+ * are not shown, only freed. */
 void watch_snap_add_req(struct watch_snap *s, const struct watch_req *r);
 void watch_snap_add_ring(struct watch_snap *s, const struct watch_ring *ring);
 void watch_snap_done(struct watch_snap *s, int worker);
 
-/* Admin side: wait until every worker is done or timeout_ms passes; true
- * when all answered.  Any thread but a worker's. */
+/* Worker `worker` will not answer (it could not be asked, or it stops with
+ * the snapshot unanswered): the wait stops waiting for it.  Takes and
+ * drops no reference; a no-op once the worker is done.  Any thread. */
+void watch_snap_skip(struct watch_snap *s, int worker);
+
+/* Admin side: wait until every worker is done or skipped, or timeout_ms
+ * passes (0: do not wait); true when all answered.  The first wait fixes
+ * what the snapshot shows (the workers done by then); a later one returns
+ * the same answer at once.  One thread waits and reads; not a worker's. */
 bool watch_snap_wait(struct watch_snap *s, int timeout_ms);
 
-/* What the snapshot holds once waited for (or as far as it got): requests
- * oldest first, cancellations oldest first within each worker. The arrays
- * belong to the snapshot. */
+/* What the snapshot holds once waited for (or as far as it got; before
+ * the wait: nothing): requests oldest first (largest age_us), then
+ * cancellations by worker, oldest first within each.  The arrays belong
+ * to the snapshot. */
 const struct watch_req *watch_snap_reqs(const struct watch_snap *s, size_t *n);
 const struct watch_cancel *watch_snap_cancels(const struct watch_snap *s,
 					      size_t *n);
-/* Requests in flight per worker (out[nworkers]), and rows lost to ENOMEM. */
+/* Requests in flight per worker (per_worker[nworkers]; 0 for a worker
+ * that did not answer, and counting rows lost), and rows lost to ENOMEM. */
 void watch_snap_counts(const struct watch_snap *s, size_t *per_worker);
 size_t watch_snap_lost(const struct watch_snap *s);
+/* Whether worker `worker`'s rows are in the snapshot (it answered in
+ * time). */
+bool watch_snap_answered(const struct watch_snap *s, int worker);
 
 #endif
