@@ -351,6 +351,8 @@ static const struct config_key top_keys[] = {
 	TOP("tls_min_version", CONFIG_KEY_CUSTOM, tls_min_version, 0, 0,
 	    parse_tls_min, false),
 	TOP("admin", CONFIG_KEY_STRING, admin, 0, 0, check_admin, false),
+	TOP("admin_show_query", CONFIG_KEY_BOOL, admin_show_query, 0, 0, NULL,
+	    false),
 	TOP("workers", CONFIG_KEY_INT, workers, 1, CONFIG_WORKERS_MAX, NULL, false),
 	TOP("max_connections", CONFIG_KEY_INT64, max_connections, 1, INT32_MAX,
 	    NULL, false),

@@ -34,6 +34,8 @@ struct config {
 	size_t ntls_certs;
 	int tls_min_version;            /* 12 (default) or 13 */
 	char *admin;                    /* NULL when absent */
+	bool admin_show_query;          /* the live view shows query strings;
+					   default false: paths only */
 	int workers;                    /* 1 .. CONFIG_WORKERS_MAX; default: CPUs */
 	int64_t max_connections;        /* default 10000 */
 	int64_t client_header_timeout_ms; /* default 10000 */

@@ -98,6 +98,7 @@ static void test_minimal_defaults(void **state)
 	assert_int_equal(cfg->listen[0].port, 8080);
 	assert_false(cfg->listen[0].ipv6);
 	assert_null(cfg->admin);
+	assert_false(cfg->admin_show_query);
 	assert_int_equal(cfg->workers, ncpu > 256 ? 256 : ncpu);
 	assert_int_equal(cfg->max_connections, 10000);
 	assert_int_equal(cfg->client_header_timeout_ms, 10000);
@@ -150,7 +151,7 @@ static void test_every_key(void **state)
 {
 	struct config *cfg = load_ok(
 		"listen = \"0.0.0.0:80\";\n"
-		"admin = \"127.0.0.1:9901\";\n"
+		"admin = \"127.0.0.1:9901\"; admin_show_query = true;\n"
 		"workers = 3;\n"
 		"max_connections = 50;\n"
 		"client_header_timeout_ms = 1100;\n"
@@ -174,6 +175,7 @@ static void test_every_key(void **state)
 	(void)state;
 	assert_string_equal(cfg->listen[0].host, "0.0.0.0");
 	assert_string_equal(cfg->admin, "127.0.0.1:9901");
+	assert_true(cfg->admin_show_query);
 	assert_int_equal(cfg->workers, 3);
 	assert_int_equal(cfg->max_connections, 50);
 	assert_int_equal(cfg->client_header_timeout_ms, 1100);
@@ -314,6 +316,8 @@ static void test_admin(void **state)
 		      "t.conf:2: the admin address is also a listen address", NULL);
 	expect_errors(LISTEN "admin = 9901;\n" ROUTE_A,
 		      "t.conf:2: 'admin' must be a string", NULL);
+	expect_errors(LISTEN "admin_show_query = 1;\n" ROUTE_A,
+		      "t.conf:2: 'admin_show_query' must be true or false", NULL);
 }
 
 static void test_defaults_inheritance(void **state)
