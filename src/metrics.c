@@ -638,6 +638,34 @@ long metrics_connections(void)
 	return atomic_load_explicit(&connections, memory_order_relaxed);
 }
 
+void metrics_totals_by_cause(uint64_t out[CTX_CAUSE__COUNT])
+{
+	struct metrics_route *r;
+	uint64_t answered = 0, cancelled = 0;
+	int w, slot, i;
+
+	memset(out, 0, CTX_CAUSE__COUNT * sizeof(out[0]));
+	pthread_mutex_lock(&reg_lock);
+	for (w = 0; w < CONFIG_WORKERS_MAX; w++) {
+		if (!workers[w])
+			continue;
+		for (slot = 0; slot < METRICS_MAX_ROUTES; slot++) {
+			r = atomic_load_explicit(&workers[w]->routes[slot],
+						 memory_order_acquire);
+			if (!r)
+				continue;
+			for (i = 0; i < NCODES; i++)
+				answered += get(&r->requests[i]);
+			for (i = CTX_CAUSE_CLIENT_DISCONNECT; i < CTX_CAUSE__COUNT; i++)
+				out[i] += get(&r->cancels[i]);
+		}
+	}
+	pthread_mutex_unlock(&reg_lock);
+	for (i = CTX_CAUSE_CLIENT_DISCONNECT; i < CTX_CAUSE__COUNT; i++)
+		cancelled += out[i];
+	out[CTX_CAUSE_COMPLETED] = answered > cancelled ? answered - cancelled : 0;
+}
+
 int metrics_write(FILE *out, int draining)
 {
 	struct sums *s = calloc(1, sizeof(*s));

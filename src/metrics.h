@@ -103,6 +103,15 @@ void metrics_trace_spans(enum metrics_span what, uint64_t n);
 /* Client connections open now, on every worker.  Any thread. */
 long metrics_connections(void);
 
+/* Requests since start by cause, every worker's summed as /metrics sums
+ * them: out[cause] for each cancellation cause is
+ * ctxproxy_cancellations_total over all routes; out[CTX_CAUSE_COMPLETED]
+ * the requests answered that were not cancelled (ctxproxy_requests_total
+ * less those); out[CTX_CAUSE_NONE] is 0.  Any thread (relaxed reads, so
+ * a request ending meanwhile may be counted in one sum and not yet in
+ * the other). */
+void metrics_totals_by_cause(uint64_t out[CTX_CAUSE__COUNT]);
+
 /* Write the Prometheus text exposition of every worker's counters summed,
  * plus the connections and `draining` gauges.  Any thread.  Returns 0 or
  * -errno. */

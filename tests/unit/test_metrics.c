@@ -262,6 +262,40 @@ static void test_tunnels(void **state)
 	metrics_worker_free(w2);
 }
 
+/* Totals by cause: what /metrics has, summed over workers and routes;
+ * completed = answered and not cancelled.  Other tests' workers are gone
+ * by now, so only this one's requests count. */
+static void test_totals_by_cause(void **state)
+{
+	struct metrics_worker *w1 = metrics_worker_new();
+	struct metrics_worker *w2 = metrics_worker_new();
+	uint64_t t[CTX_CAUSE__COUNT];
+	char *text;
+
+	(void)state;
+	metrics_totals_by_cause(t);
+	assert_int_equal(t[CTX_CAUSE_COMPLETED], 0);
+	assert_int_equal(t[CTX_CAUSE_CLIENT_DISCONNECT], 0);
+	metrics_request_done(w1, 0, 200, CTX_CAUSE_COMPLETED, -1, -1);
+	metrics_request_done(w1, 1, 200, CTX_CAUSE_COMPLETED, -1, -1);
+	metrics_request_done(w2, 0, 408, CTX_CAUSE_COMPLETED, -1, -1);
+	metrics_request_done(w1, 0, 499, CTX_CAUSE_CLIENT_DISCONNECT, -1, -1);
+	metrics_request_done(w2, 0, 499, CTX_CAUSE_CLIENT_DISCONNECT, -1, -1);
+	metrics_request_done(w2, 1, 504, CTX_CAUSE_DEADLINE_EXCEEDED, -1, -1);
+	metrics_totals_by_cause(t);
+	assert_int_equal(t[CTX_CAUSE_NONE], 0);
+	assert_int_equal(t[CTX_CAUSE_COMPLETED], 3);
+	assert_int_equal(t[CTX_CAUSE_CLIENT_DISCONNECT], 2);
+	assert_int_equal(t[CTX_CAUSE_DEADLINE_EXCEEDED], 1);
+	assert_int_equal(t[CTX_CAUSE_SHUTDOWN], 0);
+	text = scrape();
+	assert_int_equal(value_of(text, "ctxproxy_cancellations_total{route=\"-\","
+				  "cause=\"client_disconnect\"}"), 2);
+	free(text);
+	metrics_worker_free(w1);
+	metrics_worker_free(w2);
+}
+
 /* Trace spans: global counters, each family listed from the start. */
 static void test_trace_spans(void **state)
 {
@@ -292,6 +326,7 @@ int main(void)
 		cmocka_unit_test(test_server_slots_run_out),
 		cmocka_unit_test(test_tunnels),
 		cmocka_unit_test(test_trace_spans),
+		cmocka_unit_test(test_totals_by_cause),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
