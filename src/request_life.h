@@ -104,6 +104,17 @@ void req_tunnels_end_now(struct req_env *env);
 enum req_phase { PH_UPLOADING, PH_AWAITING, PH_STREAMING, PH_TUNNEL,
 		 PH_DONE };
 
+/* "uploading", ..., "tunnel", "done": static strings, as the access log,
+ * the spans and the live view have them. */
+static inline const char *req_phase_name(enum req_phase ph)
+{
+	static const char *const names[] = {
+		"uploading", "awaiting_headers", "streaming", "tunnel", "done",
+	};
+
+	return names[ph];
+}
+
 struct field_vec {
 	struct headers_field f[REQ_MAX_FIELDS];
 	size_t n;
@@ -153,9 +164,6 @@ struct req {
 /* The access line and the request's metrics; the request leaves the
  * in-flight gauge.  Once per request: a tunnel's when it ends. */
 void req_log(struct req *r);
-/* "uploading", ..., "tunnel", "done". */
-const char *req_phase_name(enum req_phase ph);
-
 /* snprintf(dst, cap, "%s", src) without the printf engine; NULL as "". */
 static inline void req_copy_trunc(char *dst, size_t cap, const char *src)
 {

@@ -9,15 +9,6 @@
 #include "otlp.h"
 #include "request_life.h"
 
-static const char *const phase_names[] = {
-	"uploading", "awaiting_headers", "streaming", "tunnel", "done",
-};
-
-const char *req_phase_name(enum req_phase ph)
-{
-	return phase_names[ph];
-}
-
 /* A sampled request's server span (SPEC §11), as its access line has it;
  * the wall clock is read for sampled requests only. */
 static void req_span(const struct req *r, const struct log_access *a,
