@@ -499,6 +499,8 @@ struct front *front_new(const struct front_env *env)
 	fr->env.metrics = env->metrics;
 	fr->env.log = env->log;
 	fr->env.otlp = env->otlp;
+	fr->env.watch = env->watch;
+	fr->env.worker = env->worker_id;
 	req_env_init(&fr->env);
 	if (front_set_gen(fr, env->gen) < 0) {
 		free(fr);
@@ -568,4 +570,9 @@ void front_run(struct front *fr)
 void front_drain(struct front *fr)
 {
 	fr->env.draining = true;
+}
+
+void front_watch(struct front *fr, struct watch_snap *s)
+{
+	req_watch(&fr->env, s);
 }

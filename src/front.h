@@ -12,6 +12,8 @@ struct log_buf;
 struct loop;
 struct metrics_worker;
 struct upstream;
+struct watch_ring;
+struct watch_snap;
 
 /* What a front needs from its worker; all of it outlives the front. */
 struct otlp;
@@ -25,6 +27,7 @@ struct front_env {
 	struct metrics_worker *metrics;
 	struct log_buf *log;             /* the worker's access-log buffer */
 	struct otlp *otlp;               /* the span exporter, or NULL */
+	struct watch_ring *watch;        /* the worker's last cancellations */
 	int worker_id;
 };
 
@@ -58,5 +61,8 @@ int front_set_gen(struct front *fr, struct gen *g);
 
 /* Stop accepting; new requests on open connections get 503 and close. */
 void front_drain(struct front *fr);
+
+/* Add a row to s for each request in flight (the worker's thread). */
+void front_watch(struct front *fr, struct watch_snap *s);
 
 #endif

@@ -23,12 +23,15 @@ struct MHD_Connection;
  * request). */
 #define REQ_CONN_MEMORY (16 * 1024)
 struct gen;
+struct log_access;
 struct log_buf;
 struct loop;
 struct otlp;
 struct metrics_worker;
 struct upstream;
 struct req;
+struct watch_ring;
+struct watch_snap;
 
 /* A configuration generation as one worker uses it: `live` counts the
  * worker's requests under it, so no request touches a shared counter.  The
@@ -57,6 +60,8 @@ struct req_env {
 	struct metrics_worker *metrics;
 	struct log_buf *log;             /* the worker's access-log buffer */
 	struct otlp *otlp;               /* sampled spans go there; or NULL */
+	struct watch_ring *watch;        /* the worker's last cancellations */
+	int worker;                      /* the worker's number */
 	struct req_gen *gen;             /* new requests start under it */
 	struct req *live;                /* every request not yet freed */
 	uint64_t rng[2];                 /* request ids */
@@ -94,6 +99,10 @@ void req_cancel_all(struct req_env *env, ctx_cause_t cause);
  * libmicrohttpd cannot stop a daemon with an upgraded connection open):
  * request_tunnel.c. */
 void req_tunnels_end_now(struct req_env *env);
+
+/* Add a row to s for every request in flight (request_watch.c; the
+ * worker's thread, inside the wake-up that carries s). */
+void req_watch(struct req_env *env, struct watch_snap *s);
 
 /* ---- below: request.c, request_reply.c and request_life.c only ---- */
 #define REQ_TARGET_MAX 8192
@@ -150,6 +159,7 @@ struct req {
 	int err_status;
 	const char *err_msg;
 	bool body_expected, suspended, responded, eof_sent;
+	bool logged;                      /* req_log ran: no longer in flight */
 	int status;
 	uint64_t bytes_in, bytes_out;
 	int64_t t0;
@@ -164,6 +174,15 @@ struct req {
 /* The access line and the request's metrics; the request leaves the
  * in-flight gauge.  Once per request: a tunnel's when it ends. */
 void req_log(struct req *r);
+
+/* ---- request_watch.c ---- */
+
+/* Record the cancelled request r, as its access line a has it, in the
+ * worker's ring for the live view (propagation_ns < 0: none).  Called
+ * for cancellations only: a completed request costs req_log one test. */
+void req_watch_cancel(const struct req *r, const struct log_access *a,
+		      int64_t propagation_ns);
+
 /* snprintf(dst, cap, "%s", src) without the printf engine; NULL as "". */
 static inline void req_copy_trunc(char *dst, size_t cap, const char *src)
 {

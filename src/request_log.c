@@ -52,6 +52,7 @@ void req_log(struct req *r)
 	ctx_cause_t cause = r->ctx ? ctx_cause(r->ctx) : CTX_CAUSE_COMPLETED;
 	ctx_cause_t child = r->child ? ctx_cause(r->child) : CTX_CAUSE_NONE;
 
+	r->logged = true;
 	/* The most telling cause: the fetch's own when it failed first. */
 	if (child != CTX_CAUSE_NONE && child != cause &&
 	    cause == CTX_CAUSE_COMPLETED)
@@ -101,6 +102,8 @@ void req_log(struct req *r)
 			     r->route ? r->route->metrics_slot : 0, a.status,
 			     cause, f ? fetch_head_latency(f) : -1, propagation);
 	req_span(r, &a, propagation);
+	if (cause != CTX_CAUSE_COMPLETED)
+		req_watch_cancel(r, &a, propagation);
 	metrics_inflight_add(r->env->metrics, -1);
 }
 

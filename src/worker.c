@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "loop.h"
 #include "upstream.h"
+#include "watch.h"
 #include "worker.h"
 
 enum worker_cmd {
@@ -30,21 +31,35 @@ struct worker {
 	struct front *front;
 	struct metrics_worker *metrics;
 	struct log_buf *log;
+	struct watch_ring *watch;       /* its last cancellations */
 	atomic_int cmd;                 /* highest command sent so far */
 	_Atomic(struct gen *) next_gen; /* handed over by worker_set_gen */
+	_Atomic(struct watch_snap *) snap; /* handed over by worker_watch */
 	atomic_ulong beats;             /* wake-ups served, for the watchdog */
 	int done_cmd;                   /* highest command carried out */
 	bool exit;
 };
 
-/* Carry out, on the worker's thread, what the main thread asked. */
+/* Fill the snapshot the admin side asked for, and let go of it. */
+static void worker_answer(struct worker *w, struct watch_snap *s)
+{
+	front_watch(w->front, s);
+	watch_snap_add_ring(s, w->watch);
+	watch_snap_done(s, w->id);
+}
+
+/* Carry out, on the worker's thread, what the main (or admin) thread
+ * asked. */
 static void worker_on_wake(void *arg)
 {
 	struct worker *w = arg;
 	int cmd = atomic_load(&w->cmd);
 	struct gen *g = atomic_exchange(&w->next_gen, NULL);
+	struct watch_snap *s = atomic_exchange(&w->snap, NULL);
 
 	atomic_fetch_add(&w->beats, 1);
+	if (s)
+		worker_answer(w, s);
 	if (g) {
 		if (front_set_gen(w->front, g) < 0)
 			log_msg(LOG_ERROR, "cannot switch to the new config",
@@ -141,6 +156,14 @@ static void *worker_main(void *arg)
 
 static void worker_free(struct worker *w)
 {
+	/* A snapshot asked for after the loop's last turn: not answered,
+	 * but let go of, so the admin side stops waiting and nothing leaks. */
+	struct watch_snap *s = atomic_exchange(&w->snap, NULL);
+
+	if (s) {
+		watch_snap_skip(s, w->id);
+		watch_snap_unref(s);
+	}
 	front_free(w->front);
 	if (w->up)
 		upstream_dispatch(w->up);
@@ -149,6 +172,7 @@ static void worker_free(struct worker *w)
 	loop_free(w->loop);
 	metrics_worker_free(w->metrics);
 	log_buf_free(w->log);
+	watch_ring_free(w->watch);      /* after the front: its requests log */
 	gen_unref(atomic_load(&w->next_gen));
 	free(w);
 }
@@ -167,7 +191,9 @@ struct worker *worker_start(int id, struct gen *g, const int *listen_fds,
 	w->up = w->loop ? upstream_new(w->loop) : NULL;
 	w->metrics = metrics_worker_new();
 	w->log = log_buf_new();
-	if (!w->loop || !w->root || !w->up || !w->metrics || !w->log)
+	w->watch = watch_ring_new(id);
+	if (!w->loop || !w->root || !w->up || !w->metrics || !w->log ||
+	    !w->watch)
 		goto fail;
 	loop_set_wake(w->loop, worker_on_wake, w);
 	env.loop = w->loop;
@@ -179,6 +205,7 @@ struct worker *worker_start(int id, struct gen *g, const int *listen_fds,
 	env.metrics = w->metrics;
 	env.log = w->log;
 	env.otlp = otlp;
+	env.watch = w->watch;
 	w->front = front_new(&env);
 	if (!w->front)
 		goto fail;
@@ -228,6 +255,20 @@ unsigned long worker_beats(const struct worker *w)
 long worker_inflight(const struct worker *w)
 {
 	return metrics_inflight(w->metrics);
+}
+
+int worker_watch(struct worker *w, struct watch_snap *s)
+{
+	struct watch_snap *none = NULL;
+
+	watch_snap_ref(s);              /* the worker's, until its done */
+	if (!atomic_compare_exchange_strong(&w->snap, &none, s)) {
+		watch_snap_skip(s, w->id);
+		watch_snap_unref(s);
+		return -EBUSY;
+	}
+	loop_wake(w->loop);
+	return 0;
 }
 
 void worker_stop(struct worker *w)

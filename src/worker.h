@@ -4,6 +4,8 @@
 
 #include "gen.h"
 
+struct otlp;
+struct watch_snap;
 struct worker;
 
 /* Create worker `id` serving the given listening sockets (one per
@@ -29,6 +31,15 @@ unsigned long worker_beats(const struct worker *w);
 
 /* Requests in flight (any thread, approximate). */
 long worker_inflight(const struct worker *w);
+
+/* From the admin side's thread: have the worker fill s on its own thread
+ * (its requests in flight, then its cancellations after s's since[id],
+ * then watch_snap_done(s, id)), taking a reference to s for it.  One
+ * snapshot at a time per worker: -EBUSY while the previous one is not yet
+ * taken up (a stuck worker), and s is then told not to wait for this one
+ * (watch_snap_skip; the caller has nothing to undo).  A worker that stops
+ * first skips s and lets go of it.  Not during or after worker_stop(w). */
+int worker_watch(struct worker *w, struct watch_snap *s);
 
 /* Ask the thread to finish (after cancel_all), join it and free it.
  * worker_stop(NULL) is a no-op. */
