@@ -115,6 +115,8 @@ TEST_OBJS_watch := watch
 TEST_PKGS_watch :=
 # test_watch fails watch.c's allocations on purpose and sees a snapshot's free.
 TEST_LDFLAGS_watch := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
+TEST_OBJS_admin_json := admin_json context
+TEST_PKGS_admin_json :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
