@@ -117,6 +117,8 @@ TEST_PKGS_watch :=
 TEST_LDFLAGS_watch := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
 TEST_OBJS_admin_json := admin_json context
 TEST_PKGS_admin_json :=
+TEST_OBJS_admin_watch := admin_watch admin_json watch metrics context retry
+TEST_PKGS_admin_watch :=
 
 # $(call test_objs,NAME), $(call test_libs,NAME): what test_NAME links.
 test_objs = $(if $(filter undefined,$(origin TEST_OBJS_$(1))),$(error \
