@@ -21,6 +21,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "admin.h"
+#include "admin_watch.h"
 #include "config.h"
 #include "gen.h"
 #include "context.h"
@@ -225,6 +226,15 @@ static void wait_idle(struct daemon *d, int64_t ms)
 		nanosleep(&tick, NULL);
 }
 
+/* The live view's way to worker i (struct admin_source): a snapshot
+ * posted to the worker's loop. */
+static int watch_worker(void *arg, int i, struct watch_snap *s)
+{
+	struct daemon *d = arg;
+
+	return worker_watch(d->ws[i], s);
+}
+
 static void stop_workers(struct daemon *d, int64_t grace_ms)
 {
 	int i;
@@ -236,6 +246,7 @@ static void stop_workers(struct daemon *d, int64_t grace_ms)
 	for (i = 0; i < d->n; i++)
 		worker_cancel_all(d->ws[i]);
 	wait_idle(d, 2000);
+	admin_detach(d->admin);
 	for (i = 0; i < d->n; i++)
 		worker_stop(d->ws[i]);
 	d->n = 0;
@@ -429,6 +440,7 @@ static void stop_exporter(struct daemon *d, int64_t grace_ms, int64_t t_stop)
 static int run(struct daemon *d)
 {
 	const struct config *cfg = d->gen->cfg;
+	struct admin_source src = { .watch = watch_worker, .arg = d };
 	int *fds, rc = 2;
 	int64_t t_stop;
 	sigset_t set;
@@ -448,6 +460,8 @@ static int run(struct daemon *d)
 		if (!d->ws[d->n])
 			goto stop;
 	}
+	src.nworkers = d->n;
+	admin_attach(d->admin, &src);
 	if (sd_watchdog_enabled(0, &d->watchdog_usec) <= 0)
 		d->watchdog_usec = 0;
 	log_msg(LOG_INFO, "started", "workers=%d", cfg->workers);
