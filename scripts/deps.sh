@@ -5,16 +5,23 @@ set -u
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev libsystemd-dev libgnutls28-dev"
 case "${1:-build}" in
 build) ;;
-test) pkgs="$pkgs libcmocka-dev python3 python3-websockets curl openssl valgrind logrotate mandoc wrk nginx-light haproxy" ;;
+test) pkgs="$pkgs libcmocka-dev python3 python3-websockets curl openssl valgrind logrotate mandoc wrk nginx-light haproxy chromium" ;;
 demo) pkgs="$pkgs python3" ;;
 bench) pkgs="$pkgs python3 wrk nginx-light haproxy" ;;
 fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
 *) echo "usage: $0 build|test|demo|bench|fuzz" >&2; exit 2 ;;
 esac
+# One dpkg-query for all (~0.1 s; one per package took ~1.5 s): the names
+# of those installed, then whichever of ours is not among them.
+# shellcheck disable=SC2086
+installed=" $(dpkg-query -W -f='${Package} ${Status}\n' $pkgs 2>/dev/null |
+	awk '$3 == "ok" && $4 == "installed" { printf "%s ", $1 }')"
 missing=""
 for p in $pkgs; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
-		missing="$missing $p"
+	case "$installed" in
+	*" $p "*) ;;
+	*) missing="$missing $p" ;;
+	esac
 done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
