@@ -106,7 +106,8 @@ def find_chromium(environ=None):
     CTXPROXY_ALLOW_NO_BROWSER=1 is set, else AssertionError (a failure)."""
     env = os.environ if environ is None else environ
     wanted = env.get("CTXPROXY_CHROMIUM")
-    candidates = [wanted] if wanted else [DEBIAN_CHROMIUM, shutil.which("chromium")]
+    candidates = ([wanted] if wanted
+                  else [DEBIAN_CHROMIUM, shutil.which("chromium", path=env.get("PATH"))])
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
