@@ -438,15 +438,16 @@ class Browser:
 
     def wait_for(self, js, timeout=WAIT_TIMEOUT, interval=0.05):
         """Evaluate js every interval until its value is truthy and return it.
-        An exception counts as not yet.  AssertionError after timeout, with the
-        last value, the console and the CSP violations."""
+        An exception, or no page to evaluate in (while it navigates), counts
+        as not yet.  AssertionError after timeout, with the last value, the
+        console and the CSP violations."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 last = self.eval(js, timeout=max(1.0, deadline - time.monotonic()))
                 if last:
                     return last
-            except JsError as e:
+            except (JsError, CdpError) as e:   # CdpError: no page context (navigating)
                 last = e
             left = deadline - time.monotonic()
             if left <= 0:
