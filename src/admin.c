@@ -236,11 +236,15 @@ static enum MHD_Result admin_on_request(void *cls, struct MHD_Connection *c,
 /* A thread per connection: an event stream's reader blocks until there is
  * news (MHD allows it in this mode only), and a JSON request may wait for
  * a snapshot.  poll, as epoll does not go with it.  The 10 s timeout is
- * inactivity: a stream sends a summary every second. */
+ * inactivity: a stream sends a summary every second.  MHD_USE_ITC: a
+ * connection's thread that ends wakes the listening thread, which closes
+ * its socket then (without it the socket stayed open until the next
+ * accept: one descriptor per scrape, held). */
 static struct MHD_Daemon *admin_daemon(struct admin *a, int fd)
 {
 	return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
-				MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL,
+				MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+				MHD_USE_ITC,
 				0, NULL, NULL, admin_on_request, a,
 				MHD_OPTION_LISTEN_SOCKET, fd,
 				MHD_OPTION_CONNECTION_LIMIT, 64u,

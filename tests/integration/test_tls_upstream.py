@@ -252,6 +252,8 @@ class TlsUpstreamTest(ProxyTest):
             r = c.request("GET", "/fast?i=%d" % i)
             self.assertEqual(r.status, 200)
         self.assertEqual(rl.conns, 1)
+        # the backend's event lines come through a pipe: wait for them
+        b.wait_count(20, timeout=WAIT_TIMEOUT, ev="request", what="the 20 requests")
         self.assertEqual(len(b.requests()), 20)
         # /close ends the upstream connection: the next request makes one
         # more, which resumes the first one's session
