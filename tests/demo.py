@@ -23,21 +23,29 @@ requests over raw sockets:
 and prints, for (c) and (e), a timeline built from the three
 CLOCK_MONOTONIC clocks involved: this script's (time.monotonic_ns), the
 backends' event lines (t=) and ctxproxy's access line (cancel_us,
-upstream_close_us).
+upstream_close_us).  ctxproxy also gets an admin listener on
+127.0.0.1:19901, whose live view (http://127.0.0.1:19901/) lists (c)'s
+cancellation; with DEMO_HOLD=1 everything stays up afterwards (until
+Ctrl-C, or DEMO_HOLD_S seconds, default 3600) so a person can open that
+page and hang clients up by hand.
 Everything it starts is stopped on the way out.  Exit status 0 when all
 behaved as specified, 1 (with a message) otherwise.  Python 3 stdlib only.
 """
 
+import atexit
 import base64
 import hashlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY_BIN = os.path.join("build", "ctxproxy")
@@ -49,6 +57,7 @@ PROXY_PORT = 18080
 BACKEND_PORT = 19001
 BACKEND2_PORT = 19002
 WS_BACKEND_PORT = 19003
+ADMIN_PORT = 19901    # the live view: http://127.0.0.1:19901/
 POOL_TRIES = 20       # (d): requests sent at most, waiting for the ejection
 READY_S = 5.0        # wait for each process to report it is listening
 REQUEST_S = 5.0      # longest wait for any response
@@ -303,6 +312,7 @@ def start_all():
     check_port_free(BACKEND2_PORT, "the second backend")
     check_port_free(WS_BACKEND_PORT, "the WebSocket backend")
     check_port_free(PROXY_PORT, "ctxproxy")
+    check_port_free(ADMIN_PORT, "ctxproxy's admin listener")
     children = []
     backend = Child("backend", [BACKEND_BIN, "-p", str(BACKEND_PORT), "-i", "one"], "stdout")
     children.append(backend)
@@ -316,13 +326,64 @@ def start_all():
         ws_backend = Child("ws_echo", [WS_BACKEND_BIN, "-p", str(WS_BACKEND_PORT)], "stdout")
         children.append(ws_backend)
         ws_backend.wait_ready(lambda _, line: line.startswith("listening port="), "listening")
-        proxy = Child("ctxproxy", [PROXY_BIN, "-c", CONF], "stderr")
+        proxy = Child("ctxproxy", [PROXY_BIN, "-c", demo_conf()], "stderr")
         children.append(proxy)
-        proxy.wait_ready(lambda f, _: f.get("msg") == "listening", "msg=listening")
+        proxy.wait_ready(lambda f, _: f.get("msg") == "started", "msg=started")
     except BaseException:
         stop_all(children)
         raise
     return backend, backend2, ws_backend, proxy
+
+
+def demo_conf():
+    """conf/ctxproxy.conf plus an admin listener on ADMIN_PORT, in a file of
+    its own that is removed at exit (the shipped config has none)."""
+    with open(os.path.join(ROOT, CONF)) as f:
+        text = f.read()
+    fd, path = tempfile.mkstemp(prefix="ctxproxy-demo-", suffix=".conf")
+    with os.fdopen(fd, "w") as f:
+        f.write(text + f'\n# added by tests/demo.py: the live view\n'
+                f'admin = "{HOST}:{ADMIN_PORT}";\n')
+    atexit.register(os.unlink, path)
+    return path
+
+
+def admin_get(path):
+    """GET path on the admin listener: the parsed JSON body."""
+    with urllib.request.urlopen(f"http://{HOST}:{ADMIN_PORT}{path}", timeout=REQUEST_S) as r:
+        return json.loads(r.read().decode())
+
+
+def demo_live_view(req_id):
+    """(c) as the admin listener's live view lists it: /cancellations."""
+    deadline = time.monotonic() + REQUEST_S
+    while True:
+        rows = [c for c in admin_get("/cancellations?limit=20")["cancellations"]
+                if c["id"] == req_id]
+        if rows:
+            break
+        if time.monotonic() > deadline:
+            raise DemoError(f"(c) is not in the live view's /cancellations after "
+                            f"{REQUEST_S:.0f} s")
+        time.sleep(0.05)
+    c = rows[0]
+    print(f"    live view http://{HOST}:{ADMIN_PORT}/ lists it: {c['time']} {c['method']} "
+          f"{c['path']} cause={c['cause']} phase={c['phase']} status={c['status']} "
+          f"propagation_us={c['propagation_us']}")
+
+
+def hold():
+    """DEMO_HOLD=1: keep everything up for a person (Ctrl-C, or DEMO_HOLD_S)."""
+    secs = float(os.environ.get("DEMO_HOLD_S", "3600"))
+    print(f"\nDEMO_HOLD=1: ctxproxy stays up for {secs:.0f} s (Ctrl-C stops it). Open\n"
+          f"    http://{HOST}:{ADMIN_PORT}/\n"
+          f"and, in another terminal, start a request and hang it up with Ctrl-C:\n"
+          f"    curl 'http://{HOST}:{PROXY_PORT}/slow?ms=30000'\n"
+          f"(or /short/slow?ms=5000 for a deadline, /hang for one that never answers).",
+          flush=True)
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
 
 
 def stop_all(children):
@@ -572,13 +633,18 @@ def run():
         print(f"ctxproxy demo: cancellation from client to upstream\n"
               f"    backend {HOST}:{BACKEND_PORT} (pid {backend.proc.pid}), "
               f"WebSocket backend {HOST}:{WS_BACKEND_PORT} (pid {ws_backend.proc.pid}), "
-              f"ctxproxy {HOST}:{PROXY_PORT} (pid {proxy.proc.pid}, {CONF})\n")
+              f"ctxproxy {HOST}:{PROXY_PORT} (pid {proxy.proc.pid}, {CONF} with an admin "
+              f"listener)\n    live view: http://{HOST}:{ADMIN_PORT}/ (requests in flight, "
+              f"cancellations as they happen)\n")
         lines = [demo_completes(backend, proxy), demo_deadline(backend, proxy),
-                 demo_hangup(backend, proxy), demo_pool(backend2, proxy),
-                 demo_websocket(ws_backend, proxy)]
+                 demo_hangup(backend, proxy)]
+        demo_live_view("demo-c")
+        lines += [demo_pool(backend2, proxy), demo_websocket(ws_backend, proxy)]
         print("\naccess log")
         for line in lines:
             print(f"    {line}")
+        if os.environ.get("DEMO_HOLD") == "1":
+            hold()
     finally:
         stop_all([backend, backend2, ws_backend, proxy])
     print("\ndemo OK")
