@@ -104,7 +104,7 @@ class EventStream:
 class LiveView(ProxyTest):
     """One backend behind route "main"; the proxy's admin listener serves the live view."""
 
-    def start(self, timeout_ms=3000, **top):
+    def start(self, timeout_ms=3000 * SLOW, **top):
         """(backend, proxy, admin port)."""
         backend = self.start_backend()
         proxy = self.start_proxy([route("main", "/", backend, timeout_ms=timeout_ms)],
