@@ -459,7 +459,8 @@ http {{
         return self._tls_cert
 
     def start_proxy(self, kind, workers, bport, conns, nginx_extra="", wrap=(), wait_s=5.0,
-                    access_log=False, tls=False, ws=False, ctx_extra="", admin=False):
+                    access_log=False, tls=False, ws=False, ctx_extra="", admin=False,
+                    extra_routes=""):
         """Start proxy `kind` in front of 127.0.0.1:bport for up to `conns` clients.
         bport may be a list of ports: a pool of servers with retries and
         passive ejection (the failover case; see POOL_* for the settings).
@@ -472,7 +473,9 @@ http {{
         then also gets an admin listener, for its handshake counter.
         ws: the proxy carries WebSockets (WS_* settings).
         ctxproxy only: ctx_extra is added to its top-level settings (the
-        trace-cost case's trace keys); admin gives it an admin listener."""
+        trace-cost case's trace keys); admin gives it an admin listener;
+        extra_routes is more of its route groups (`{ name = ...; }, ...`),
+        after the bench route (the admin-page case's /hang)."""
         name = self.name(kind)
         conf = os.path.join(self.tmp, name + ".conf")
         bports = list(bport) if isinstance(bport, (list, tuple)) else [bport]
@@ -490,6 +493,7 @@ http {{
                 route = f'name = "bench"; prefix = "/"; upstream = "http://127.0.0.1:{bports[0]}";'
             if ws:
                 route += f" {WS_CTXPROXY}"
+            routes = f"{{ {route} }}" + (f", {extra_routes}" if extra_routes else "")
             with open(conf, "w") as f:
                 listen = (f'tls_listen = "127.0.0.1:0"; tls_min_version = "1.3";\n'
                           f'tls_certificates = ( {{ cert = "{cert}"; key = "{key}"; }} );'
@@ -505,7 +509,7 @@ upstream_keepalive = 1024;
 {'admin = "127.0.0.1:0";' if admin else ''}
 {ctx_extra}
 defaults = {{ connect_timeout_ms = 5000; timeout_ms = 600000; }};
-routes = ( {{ {route} }} );
+routes = ( {routes} );
 """)
             p = Proc(name, list(wrap) + [CTXPROXY, "-c", conf], self.tmp)
             p.admin_port = None
