@@ -3,8 +3,9 @@
 
 usage: bench.py [--smoke] [--out FILE.md] [--json FILE] [--only CASES] [--proxies LIST]
                 [--failover-log]
-  CASES: comma list of throughput,browser,trace-cost,cancel,longpoll,stream,
-         failover,tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
+  CASES: comma list of throughput,browser,trace-cost,admin-page,cancel,longpoll,
+         stream,failover,tls-keepalive,tls-handshake,ws-idle-memory,
+         ws-close-latency
          (default: all; with --smoke all but trace-cost, which the smoke
          budget has no room for: `--smoke --only trace-cost` runs it alone)
   LIST:  comma list of ctxproxy,nginx,haproxy (default: all; for debugging)
@@ -30,6 +31,15 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     and CPU per request, each against trace off and against nginx per
     round; for the export, the spans ctxproxy exported and dropped
     (/metrics) and those the sink counted, against the requests.
+    admin-page: requests/s with the admin listener's live view open against
+    closed (issue 17): the throughput case's small GET, 1 worker, c=50,
+    through one ctxproxy with an admin listener and a route /hang to
+    tests/backend, which a thread hangs up on every 50 ms in both variants
+    (cancellations for the page to show); page open: 3 threads read GET
+    /events throughout (bench/admin_page_load.py); and nginx, wrk alone, as
+    a reference; started once, rounds rotated as in trace-cost (ADMIN_*).
+    Requests/s and CPU per request, open against closed per round (target
+    >= 0.95); the events the readers got against the hang-ups.
  2. cancel: N = 1, 100, 1000 `/slow?ms=30000` requests held by
     tests/backend, all clients close together (bench/cancel_client.py).
  3. longpoll: 10,000 requests in flight at once (bench/longpoll_client.py),
@@ -54,7 +64,7 @@ Cases (see bench/RESULTS.md for what they mean and the targets):
     with all of them idle (KiB per idle tunnel); and N = 1, 100, 1000
     tunnels closed by their clients together, client close -> backend EOF.
 --smoke: 1 s wrk runs (browser: C = 50 only; failover 2 s; TLS 1 worker;
-trace-cost one round, only with --only), 1,000
+trace-cost one round, only with --only; admin-page one round, ~4 s), 1,000
 long-polls, 64 MiB transfers, 1 s grace, 100 idle WebSocket tunnels, and
 the close of 100 (one round).
 Each run also records how much CPU other processes took meanwhile
@@ -78,6 +88,8 @@ import tempfile
 import time
 import urllib.request
 
+from admin_page_load import EventReader, HangUps
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CTXPROXY = os.path.join(ROOT, "build", "ctxproxy")
@@ -85,8 +97,8 @@ BACKEND = os.path.join(ROOT, "build", "tests", "backend")
 WS_BACKEND = os.path.join(ROOT, "build", "tests", "ws_echo")
 OTLP_SINK = os.path.join(ROOT, "build", "tests", "otlp_sink")
 PROXIES = ("ctxproxy", "nginx", "haproxy")
-ALL_CASES = ("throughput,browser,trace-cost,cancel,longpoll,stream,failover,tls-keepalive,"
-             "tls-handshake,ws-idle-memory,ws-close-latency")
+ALL_CASES = ("throughput,browser,trace-cost,admin-page,cancel,longpoll,stream,failover,"
+             "tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency")
 # The smoke run's budget has no room for trace-cost's ~8 s (see smoke.sh).
 SMOKE_CASES = ",".join(c for c in ALL_CASES.split(",") if c != "trace-cost")
 PY = sys.executable or "python3"
@@ -97,14 +109,16 @@ FULL = dict(wrk_secs=10, warmup_secs=1, conns=(50, 256), tp_workers=(1, 2),
             lp_n=10000, lp_hold=20.0,
             stream_bytes=1 << 30, fo_secs=10, fo_conns=50,
             ws_mem_n=1000, ws_close_ns=(1, 100, 1000), ws_close_reps={1: 100, 100: 10, 1000: 3},
-            ws_grace=5.0, trace_rounds=3, trace_secs=5, budget=900)
+            ws_grace=5.0, trace_rounds=3, trace_secs=5,
+            admin_rounds=5, admin_secs=4, admin_ref_secs=2, budget=900)
 SMOKE = dict(wrk_secs=1, warmup_secs=0, conns=(50, 256), tp_workers=(1, 2),
              browser_conns=(50,), tls_workers=(1,), tls_hs_workers=(1,),
              cancel_ns=(1, 100, 1000), cancel_reps={1: 3}, cancel_grace=1.0,
              lp_n=1000, lp_hold=3.0,
              stream_bytes=64 << 20, fo_secs=2, fo_conns=50,
              ws_mem_n=100, ws_close_ns=(100,), ws_close_reps={},
-             ws_grace=1.0, trace_rounds=1, trace_secs=1, budget=85)
+             ws_grace=1.0, trace_rounds=1, trace_secs=1,
+             admin_rounds=1, admin_secs=1, admin_ref_secs=1, budget=85)
 WORKERS = 1  # proxy workers for the cancel, longpoll and stream cases
 # The failover case: two servers per proxy, each proxy's idiomatic retry and
 # passive-health settings, written out (ctxproxy's are its defaults).
@@ -198,6 +212,25 @@ TRACE_VARIANTS = (
 )
 TRACE_CONNS = 50
 TRACE_DRAIN_S = 3.0  # the exporter's last spans wait up to 1 s (OTLP_BATCH_NS)
+# The admin-page case (issue 17): requests/s with the live view open against
+# closed.  Variants (name, proxy, page open), the first the reference of the
+# ratios; nginx (wrk alone, admin_ref_secs) is only a reference column.  In
+# both ctxproxy variants a hang-up every ADMIN_HANGUP_EVERY_S (GET /hang to
+# tests/backend, which never answers, closed ADMIN_HANGUP_HOLD_S later) makes
+# cancellations; with the page open ADMIN_READERS readers hold GET /events
+# for the whole run (bench/admin_page_load.py).
+ADMIN_VARIANTS = (("page closed", "ctxproxy", False), ("page open", "ctxproxy", True),
+                  ("nginx", "nginx", False))
+ADMIN_CONNS = 50
+ADMIN_READERS = 3
+ADMIN_HANGUP_EVERY_S = 0.05
+ADMIN_HANGUP_HOLD_S = 0.015
+ADMIN_PAGE_ROWS = 100  # the page's /cancellations?limit= when its stream opens (admin_page.c)
+# A JSON request keeps the hub snapshotting this long (LINGER_NS in
+# admin_watch.c): a "page closed" run starts only that long after the last.
+ADMIN_LINGER_S = 5.0
+ADMIN_EVENT_WAIT_S = 1.5  # the last cancellations reach the streams within 1 s (the contract)
+ADMIN_TARGET = 0.95  # page open / page closed, req/s (the issue's acceptance)
 
 
 def request_head(headers, port=80, path="/"):
@@ -941,6 +974,270 @@ backend be{pool_lines}
                                   f"exported {exp}")
         self.sections.append(md)
 
+    # ---- case 1c: requests/s with the admin live view open ----
+
+    def case_admin_page(self):
+        """ADMIN_VARIANTS against the throughput case's nginx `return 200`
+        backend; one ctxproxy (1 worker, admin listener, a route /hang to
+        tests/backend) and one nginx, started once and kept; then
+        admin_rounds rounds of one run per variant, rotated as in
+        trace-cost.  Ratios are taken within a round."""
+        cfg = self.cfg
+        conns, secs, rounds = ADMIN_CONNS, cfg["admin_secs"], cfg["admin_rounds"]
+        case = f"admin-page w=1 c={conns}"
+        wanted = self.args.proxies.split(",")
+        variants = [v for v in ADMIN_VARIANTS if v[1] in wanted]
+        print(f"{case}: {len(variants)} variants, {rounds} round(s) of {secs} s "
+              f"(nginx {cfg['admin_ref_secs']} s)", file=sys.stderr, flush=True)
+        kept = []
+        self.admin_json_at = None
+        try:
+            fast = self.start_fast_backend()
+            hang = self.start_backend(quiet=True)
+            kept += [fast, hang]
+            procs = {}
+            if "ctxproxy" in wanted:
+                procs["ctxproxy"] = self.start_proxy(
+                    "ctxproxy", 1, fast.port, conns, admin=True,
+                    extra_routes=f'{{ name = "hang"; prefix = "/hang"; '
+                                 f'upstream = "http://127.0.0.1:{hang.port}"; }}')
+            if "nginx" in wanted:
+                procs["nginx"] = self.start_proxy("nginx", 1, fast.port, conns)
+            kept += procs.values()
+            for p in kept:
+                p.keep = True
+            if cfg["warmup_secs"]:
+                for p in procs.values():
+                    self.wrk_run(p.port, conns, cfg["warmup_secs"])
+            runs = {v[0]: [] for v in variants}
+            for r in range(rounds):
+                order = variants[r % len(variants):] + variants[:r % len(variants)]
+                for v in order:
+                    res = self.run_one(f"{case} round {r + 1}: {v[0]}", v[1],
+                                       lambda v=v: self.admin_run(procs[v[1]], v, secs))
+                    runs[v[0]].append(res)
+        finally:
+            for p in kept:
+                p.keep = False
+                p.stop()
+        self.admin_report(case, variants, runs, rounds, secs)
+
+    def admin_run(self, p, variant, secs):
+        """One wrk run of an admin-page variant on its kept proxy p.  ctxproxy:
+        with the hang-ups, and with the page open its readers (opened, and
+        their JSON request answered, before wrk starts; stopped once every
+        hang-up's cancellation reached them, or ADMIN_EVENT_WAIT_S); with the
+        page closed, first a wait until no stream is left and the last JSON
+        request is ADMIN_LINGER_S old, so the hub is idle."""
+        name, kind, page = variant
+        if kind != "ctxproxy":
+            out = self.wrk_run(p.port, ADMIN_CONNS, self.cfg["admin_ref_secs"], p.pids())
+            if out["rps"] is None or out["p99_ms"] is None:
+                raise RuntimeError("wrk gave no figures")
+            return out
+        pre = {}
+        readers = []
+        try:
+            if page:
+                readers = [EventReader(p.admin_port, rows=ADMIN_PAGE_ROWS)
+                           for _ in range(ADMIN_READERS)]
+                for rd in readers:
+                    rd.start()
+                for rd in readers:
+                    rd.opened.wait(10)
+                self.admin_json_at = time.monotonic()
+                bad = [rd.error or f"not open (status {rd.status})" for rd in readers
+                       if rd.error or not rd.opened.is_set() or rd.fetch_status != 200]
+                if bad:
+                    raise RuntimeError(f"event stream: {bad[0]}")
+            else:
+                pre["quiet_wait_s"] = self.admin_quiet(p.admin_port)
+            pre["streams_at_start"] = admin_streams(p.admin_port)
+            c0 = route_cancels(p.admin_port, "hang")
+            hu = HangUps(p.port, path="/hang", every=ADMIN_HANGUP_EVERY_S,
+                         hold=ADMIN_HANGUP_HOLD_S)
+            hu.start()
+            try:
+                out = self.wrk_run(p.port, ADMIN_CONNS, secs, p.pids())
+            finally:
+                hu.stop()
+            if out["rps"] is None or out["p99_ms"] is None:
+                raise RuntimeError("wrk gave no figures")
+            deadline = time.monotonic() + 1.0  # the proxy sees a close at once
+            while True:
+                cancels = route_cancels(p.admin_port, "hang") - c0
+                if cancels >= hu.made or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            deadline = time.monotonic() + ADMIN_EVENT_WAIT_S
+            while any(rd.is_alive() and rd.cancels.get("hang", 0) < cancels for rd in readers) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            for rd in readers:
+                rd.stop()
+        out.update(pre)
+        out.update(hangups=hu.made, hangup_errors=hu.failed, hangup_error=hu.error,
+                   cancels_hang=cancels, hangups_cpu_s=hu.cpu_s)
+        if page:
+            out["readers"] = [{"summaries": rd.counts.get("summary", 0),
+                               "cancellations": rd.counts.get("cancellation", 0),
+                               "cancels_hang": rd.cancels.get("hang", 0),
+                               "bad": rd.bad, "ended": rd.ended, "error": rd.error,
+                               "cpu_s": rd.cpu_s} for rd in readers]
+            delays = sorted(d for rd in readers for d in rd.delays_ms)
+            out["event_delay_ms"] = {"p50": median(delays),
+                                     "max": delays[-1] if delays else None}
+        if p.poll() is not None:
+            raise RuntimeError(f"{kind} exited: {p.err_tail()}")
+        return out
+
+    def admin_quiet(self, admin_port):
+        """Wait (bounded) until the admin hub of ctxproxy is idle: no event
+        stream open and the last JSON request ADMIN_LINGER_S old; the seconds
+        waited."""
+        t0 = time.monotonic()
+        if self.admin_json_at is not None:
+            time.sleep(max(0.0, self.admin_json_at + ADMIN_LINGER_S + 0.1 - t0))
+        deadline = time.monotonic() + 2.0  # a stream's end is seen within 250 ms
+        while admin_streams(admin_port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def admin_report(self, case, variants, runs, rounds, secs):
+        """Rows for the main table (medians, nginx's beside each ctxproxy
+        variant) and a section of its own: per-round ratios as medians and
+        ranges, the hang-ups, the cancellations and the events read."""
+        ref, nginx = variants[0][0], "nginx"
+        rounds_done = [r for r in range(rounds)
+                       if all(len(runs[v[0]]) > r and runs[v[0]][r] for v in variants)]
+
+        def vals(name, key):
+            return [res[key] for res in runs.get(name, []) if res and res.get(key) is not None]
+
+        def ratios(name, other, key):
+            return [runs[name][r][key] / runs[other][r][key] for r in rounds_done
+                    if other in runs and runs[other][r].get(key)]
+
+        def mid_range(xs, fmt):
+            if not xs:
+                return "-"
+            if len(xs) == 1:
+                return fmt.format(xs[0])
+            return f"{fmt.format(median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+
+        ng = {k: median(vals(nginx, k)) for k in ("rps", "p99_ms", "cpu_us_per_req")}
+        for name, kind, page in variants:
+            if kind != "ctxproxy":
+                continue
+            c = f"{case}: {name}"
+            for metric, key, fmt in (("req/s", "rps", "{:.0f}"), ("p99 ms", "p99_ms", "{:.3f}"),
+                                     ("proxy CPU us/request", "cpu_us_per_req", "{:.1f}")):
+                self.row(c, metric, {"ctxproxy": median(vals(name, key)), "nginx": ng[key]},
+                         fmt)
+            if name != ref:
+                self.row(c, "req/s / page closed", {"ctxproxy": median(ratios(name, ref, "rps"))},
+                         "{:.3f}")
+            self.row(c, "errors", {"ctxproxy": sum(vals(name, "errors"))}, "{:.0f}")
+            self.row(c, "hang-ups (all rounds)", {"ctxproxy": sum(vals(name, "hangups"))},
+                     "{:.0f}")
+        md = [f"## admin-page: the live view open or closed (issue 17), small GET, 1 worker, "
+              f"wrk -t1 -c{ADMIN_CONNS} -d{secs}s, {len(rounds_done)} of {rounds} round(s) "
+              f"complete, variants rotated per round",
+              "",
+              f"Both ctxproxy variants: a hang-up every {ADMIN_HANGUP_EVERY_S * 1000:.0f} ms "
+              f"for the whole wrk run (`GET /hang` through ctxproxy's route to tests/backend, "
+              f"which never answers; closed {ADMIN_HANGUP_HOLD_S * 1000:.0f} ms later). "
+              f"Page open: {ADMIN_READERS} readers of `GET /events` on the admin listener "
+              f"from before wrk starts until after it ends (each asked "
+              f"`/cancellations?limit={ADMIN_PAGE_ROWS}` once on opening, as the page does). "
+              f"Page closed: no stream, and the last JSON request over {ADMIN_LINGER_S:g} s old "
+              f"(the hub idle). nginx: wrk alone for {self.cfg['admin_ref_secs']} s, a reference. "
+              f"Medians over the rounds, (min–max) in brackets; ratios are taken within each "
+              f"round; CPU is ctxproxy's (its admin and hub threads included).",
+              "",
+              "| variant | req/s | ÷ page closed | ÷ nginx | p99 ms | CPU µs/request | "
+              "CPU ÷ page closed | hang-ups | their cancellations (/metrics) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, kind, _ in variants:
+            hang = (f"{sum(vals(name, 'hangups'))} | {sum(vals(name, 'cancels_hang'))}"
+                    if kind == "ctxproxy" else "- | -")
+            md.append(f"| {name} | {mid_range(vals(name, 'rps'), '{:.0f}')} | "
+                      f"{mid_range(ratios(name, ref, 'rps'), '{:.3f}')} | "
+                      f"{mid_range(ratios(name, nginx, 'rps'), '{:.2f}')} | "
+                      f"{mid_range(vals(name, 'p99_ms'), '{:.3f}')} | "
+                      f"{mid_range(vals(name, 'cpu_us_per_req'), '{:.1f}')} | "
+                      f"{mid_range(ratios(name, ref, 'cpu_us_per_req'), '{:.3f}')} | {hang} |")
+        md += self.admin_events(case, variants, runs)
+        self.sections.append(md)
+        opened = [v[0] for v in variants if v[2]]
+        rs = ratios(opened[0], ref, "rps") if opened and ref != opened[0] else []
+        if rs and median(rs) < ADMIN_TARGET:
+            self.notes.append(f"{case}: req/s with the page open is {median(rs):.3f}x "
+                              f"({min(rs):.3f}–{max(rs):.3f}) of the page closed, below the "
+                              f"target {ADMIN_TARGET}x")
+        elif rs and min(rs) < ADMIN_TARGET:
+            self.notes.append(f"{case}: the median open ÷ closed ratio {median(rs):.3f} meets "
+                              f"{ADMIN_TARGET}, but {sum(x < ADMIN_TARGET for x in rs)} of "
+                              f"{len(rs)} rounds were below it (min {min(rs):.3f})")
+
+    def admin_events(self, case, variants, runs):
+        """The admin-page section's lines on the events the readers got
+        against the hang-ups, and notes on anything amiss."""
+        md = []
+        for name, kind, page in variants:
+            done = [res for res in runs.get(name, []) if res]
+            errs = sum(res.get("hangup_errors", 0) for res in done)
+            if errs:
+                first = next(res["hangup_error"] for res in done if res.get("hangup_error"))
+                self.notes.append(f"{case}: {name}: {errs} hang-ups failed ({first})")
+            short_ = sum(res["hangups"] - res["cancels_hang"] for res in done
+                         if kind == "ctxproxy" and res["cancels_hang"] < res["hangups"])
+            if short_:
+                self.notes.append(f"{case}: {name}: {short_} hang-ups with no cancellation in "
+                                  f"/metrics")
+            if not page or not done:
+                continue
+            readers = [rd for res in done for rd in res["readers"]]
+            want = sum(res["cancels_hang"] for res in done)
+            got = [sum(res["readers"][i]["cancels_hang"] for res in done)
+                   for i in range(ADMIN_READERS)]
+            summ = [sum(res["readers"][i]["summaries"] for res in done)
+                    for i in range(ADMIN_READERS)]
+            other = [sum(res["readers"][i]["cancellations"] - res["readers"][i]["cancels_hang"]
+                         for res in done) for i in range(ADMIN_READERS)]
+            p50 = median([res["event_delay_ms"]["p50"] for res in done])
+            mx = max((res["event_delay_ms"]["max"] for res in done
+                      if res["event_delay_ms"]["max"] is not None), default=None)
+            cpu = sum(rd["cpu_s"] for rd in readers)
+            streams = sorted({res["streams_at_start"] for res in done})
+            md += ["", f"{name}, all rounds: {sum(res['hangups'] for res in done)} hang-ups, "
+                   f"{want} cancellations of route hang in /metrics; per reader "
+                   f"{' / '.join(map(str, got))} `event: cancellation` of route hang, "
+                   f"{' / '.join(map(str, other))} of route bench (wrk's requests in flight "
+                   f"when it stopped), {' / '.join(map(str, summ))} `event: summary`; "
+                   f"ctxproxy_admin_streams at the start of each run: "
+                   f"{', '.join(map(str, streams))}; a hang-up's event arrived "
+                   f"{'-' if p50 is None else f'{p50:.0f}'} ms (median of the rounds' medians, "
+                   f"max {'-' if mx is None else f'{mx:.0f}'} ms) after the cancellation's "
+                   f"unix_ms; the readers' CPU {cpu * 1000:.0f} ms in all"]
+            if any(g != want for g in got):
+                self.notes.append(f"{case}: {name}: readers got {'/'.join(map(str, got))} "
+                                  f"cancellation events of route hang for {want} cancellations")
+            trouble = [rd for rd in readers if rd["error"] or rd["ended"] or rd["bad"]]
+            if trouble:
+                rd = trouble[0]
+                self.notes.append(f"{case}: {name}: {len(trouble)} reader runs in trouble, "
+                                  f"e.g. error {rd['error']}, stream ended {rd['ended']}, "
+                                  f"{rd['bad']} events not JSON")
+        closed = [res for v in variants if not v[2] and v[1] == "ctxproxy"
+                  for res in runs.get(v[0], []) if res]
+        if closed:
+            md += ["", f"page closed: waited {max(r['quiet_wait_s'] for r in closed):.2f} s at "
+                   f"most for the hub to go idle; ctxproxy_admin_streams at the start of each "
+                   f"run: {', '.join(map(str, sorted({r['streams_at_start'] for r in closed})))}"]
+        return md
+
     # ---- case 2: cancellation ----
 
     def case_cancel(self):
@@ -1347,6 +1644,13 @@ backend be{pool_lines}
                         f"{cr / nr:.2f}x req/s; p99 {cp / np_:.2f}x ({cp:.3f} vs {np_:.3f} ms)"
                     out.append((f"{case}: req/s >= {k}x nginx and p99 <= {ENGINE_P99}x "
                                 f"nginx (engine)", verdict(ok), detail))
+        case = f"admin-page w=1 c={ADMIN_CONNS}"
+        r = val(f"{case}: page open", "req/s / page closed", "ctxproxy")
+        ok = None if r is None else r >= ADMIN_TARGET
+        detail = "-" if ok is None else \
+            f"{r:.3f}x (median of the rounds' ratios; range in the admin-page section)"
+        out.append((f"{case}: req/s with the page open ({ADMIN_READERS} event streams) >= "
+                    f"{ADMIN_TARGET}x page closed", verdict(ok), detail))
         for n in self.cfg["cancel_ns"]:
             case = f"cancel N={n}"
             cp, np_ = val(case, "p99 ms", "ctxproxy"), val(case, "p99 ms", "nginx")
@@ -1555,6 +1859,28 @@ def trace_spans(admin_port):
     out.append(sum(int(float(v)) for v in
                    re.findall(r"^ctxproxy_requests_total(?:\{[^}]*\})?\s+(\S+)", text, re.M)))
     return tuple(out)
+
+
+def metrics_text(admin_port):
+    """ctxproxy's /metrics (raises when it cannot be read).  Reading it does
+    not wake the admin hub: it is not one of the live view's JSON requests."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        return r.read().decode("utf-8", "replace")
+
+
+def route_cancels(admin_port, route):
+    """ctxproxy_cancellations_total of a route, summed over its causes."""
+    return sum(int(float(v)) for v in re.findall(
+        rf'^ctxproxy_cancellations_total\{{route="{re.escape(route)}",[^}}]*\}}\s+(\S+)',
+        metrics_text(admin_port), re.M))
+
+
+def admin_streams(admin_port):
+    """ctxproxy_admin_streams: the live view's event streams open."""
+    m = re.search(r"^ctxproxy_admin_streams\s+(\d+)", metrics_text(admin_port), re.M)
+    if not m:
+        raise RuntimeError("/metrics has no ctxproxy_admin_streams")
+    return int(m.group(1))
 
 
 def trace_drain(admin_port):
@@ -1860,6 +2186,11 @@ def main():
                 b.case_trace_cost()
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 b.record("trace-cost", "all", error=f"{type(e).__name__}: {e}")
+        if "admin-page" in cases:
+            try:
+                b.case_admin_page()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                b.record("admin-page", "all", error=f"{type(e).__name__}: {e}")
         if "cancel" in cases:
             b.case_cancel()
         if "longpoll" in cases:

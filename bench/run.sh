@@ -2,8 +2,8 @@
 # run.sh - benchmark ctxproxy against nginx and HAProxy on loopback (see bench/bench.py).
 # usage: bench/run.sh [--smoke] [--out FILE.md] [--json FILE] [--only CASES]
 #                     [--failover-log]
-#   CASES: throughput,browser,trace-cost,cancel,longpoll,stream,failover,
-#          tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
+#   CASES: throughput,browser,trace-cost,admin-page,cancel,longpoll,stream,
+#          failover,tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
 #          (default: all; --smoke leaves trace-cost out unless --only names it)
 #   full run: < 10 min, writes the table to bench/last-run.md as well;
 #   --smoke:  every case briefly (~60 s), just proves the scripts work;
