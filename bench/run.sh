@@ -6,7 +6,7 @@
 #          failover,tls-keepalive,tls-handshake,ws-idle-memory,ws-close-latency
 #          (default: all; --smoke leaves trace-cost out unless --only names it)
 #   full run: < 10 min, writes the table to bench/last-run.md as well;
-#   --smoke:  every case briefly (~60 s), just proves the scripts work;
+#   --smoke:  every case briefly (~65 s), just proves the scripts work;
 #             writes no file unless --out is given.
 # Needs wrk, nginx and haproxy (scripts/deps.sh bench installs them; exit 3
 # when one is missing) and build/ctxproxy, build/tests/backend,
