@@ -900,22 +900,8 @@ backend be{pool_lines}
         its own: per-round ratios to trace off and to nginx, as medians
         and ranges, and the export's span counts."""
         ref, nginx = variants[0][0], "nginx"
-        rounds_done = [r for r in range(rounds)
-                       if all(len(runs[v[0]]) > r and runs[v[0]][r] for v in variants)]
-
-        def vals(name, key):
-            return [res[key] for res in runs.get(name, []) if res and res.get(key) is not None]
-
-        def ratios(name, other, key):
-            return [runs[name][r][key] / runs[other][r][key] for r in rounds_done
-                    if other in runs and runs[other][r].get(key)]
-
-        def mid_range(xs, fmt):
-            if not xs:
-                return "-"
-            if len(xs) == 1:
-                return fmt.format(xs[0])
-            return f"{fmt.format(median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+        rs = Rounds(runs, variants, rounds)
+        rounds_done, vals, ratios, mid_range = rs.done, rs.vals, rs.ratios, Rounds.mid_range
 
         ng = {k: median(vals(nginx, k)) for k in ("rps", "p99_ms", "cpu_us_per_req")}
         for name, kind, _, _, _ in variants:
@@ -1109,22 +1095,8 @@ backend be{pool_lines}
         variant) and a section of its own: per-round ratios as medians and
         ranges, the hang-ups, the cancellations and the events read."""
         ref, nginx = variants[0][0], "nginx"
-        rounds_done = [r for r in range(rounds)
-                       if all(len(runs[v[0]]) > r and runs[v[0]][r] for v in variants)]
-
-        def vals(name, key):
-            return [res[key] for res in runs.get(name, []) if res and res.get(key) is not None]
-
-        def ratios(name, other, key):
-            return [runs[name][r][key] / runs[other][r][key] for r in rounds_done
-                    if other in runs and runs[other][r].get(key)]
-
-        def mid_range(xs, fmt):
-            if not xs:
-                return "-"
-            if len(xs) == 1:
-                return fmt.format(xs[0])
-            return f"{fmt.format(median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+        rs = Rounds(runs, variants, rounds)
+        rounds_done, vals, ratios, mid_range = rs.done, rs.vals, rs.ratios, Rounds.mid_range
 
         ng = {k: median(vals(nginx, k)) for k in ("rps", "p99_ms", "cpu_us_per_req")}
         for name, kind, page in variants:
@@ -1785,6 +1757,35 @@ backend be{pool_lines}
         if self.notes:
             md += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(md) + "\n"
+
+
+class Rounds:
+    """Results of variants run in rotated rounds (trace-cost, admin-page):
+    runs[name] is a list with one result dict (or None) per round."""
+
+    def __init__(self, runs, variants, rounds):
+        self.runs = runs
+        self.done = [r for r in range(rounds)
+                     if all(len(runs[v[0]]) > r and runs[v[0]][r] for v in variants)]
+
+    def vals(self, name, key):
+        """Every round's value of key for variant name (None left out)."""
+        return [res[key] for res in self.runs.get(name, [])
+                if res and res.get(key) is not None]
+
+    def ratios(self, name, other, key):
+        """key of name divided by key of other, within each complete round."""
+        return [self.runs[name][r][key] / self.runs[other][r][key] for r in self.done
+                if other in self.runs and self.runs[other][r].get(key)]
+
+    @staticmethod
+    def mid_range(xs, fmt):
+        """"median (min–max)" of xs, formatted; "-" when empty."""
+        if not xs:
+            return "-"
+        if len(xs) == 1:
+            return fmt.format(xs[0])
+        return f"{fmt.format(median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
 
 
 def short(res):
