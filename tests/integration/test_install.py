@@ -26,20 +26,29 @@ def read(path, mode="r"):
         return f.read()
 
 
-def make_install(destdir, *assignments):
-    """`make install DESTDIR=destdir ASSIGNMENTS...` in the source tree, without
-    rebuilding build/ctxproxy (other suites run it; `make check` built it).
-    Returns the combined output; fails the test on a non-zero status."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    cmd = ["make", "--no-print-directory", "-C", ROOT, "-o", "build/ctxproxy",
-           "install", "DESTDIR=" + destdir] + list(assignments)
+def run(cmd, ok=True, env=None, timeout=60):
+    """Run cmd with no input; its combined output. Fails the test on a
+    non-zero status unless ok is False."""
     res = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, timeout=60)
+                         stderr=subprocess.STDOUT, timeout=timeout)
     out = res.stdout.decode("utf-8", "replace")
-    if res.returncode != 0:
+    if ok and res.returncode != 0:
         raise AssertionError("%s failed (%d):\n%s" % (" ".join(cmd), res.returncode, out))
     return out
+
+
+def run_make(*args):
+    """`make ARGS...` in the source tree, without rebuilding build/ctxproxy
+    (other suites run it; `make check` built it); its output (see run)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return run(["make", "--no-print-directory", "-C", ROOT, "-o", "build/ctxproxy"] + list(args),
+               env=env)
+
+
+def make_install(destdir, *assignments):
+    """`make install DESTDIR=destdir ASSIGNMENTS...` (see run_make)."""
+    return run_make("install", "DESTDIR=" + destdir, *assignments)
 
 
 def tree(destdir):
