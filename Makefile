@@ -1,4 +1,4 @@
-# Makefile - build, test, demo, install and benchmark ctxproxy.
+# Makefile - build, test, demo, install, package and benchmark ctxproxy.
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
@@ -36,8 +36,11 @@ pkg_check = $(if $(PKG_MISSING),$(if $(filter pkg-config,$(PKG_MISSING)),\
 	$(error missing pkg-config module(s): $(PKG_MISSING); $(PKG_INSTALL_HINT))))
 PKG_CFLAGS = $(pkg_check)$(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
 PKG_LIBS = $(pkg_check)$(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
-ALL_CFLAGS = $(BASE_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
-ALL_LDFLAGS = -pthread $(SAN_LDFLAGS) $(LDFLAGS)
+# HARDEN_*: set by `make deb` only (below).
+HARDEN_CFLAGS :=
+HARDEN_LDFLAGS :=
+ALL_CFLAGS = $(BASE_CFLAGS) $(HARDEN_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = -pthread $(SAN_LDFLAGS) $(HARDEN_LDFLAGS) $(LDFLAGS)
 
 B := build
 SRCS := $(wildcard src/*.c)
@@ -46,12 +49,12 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 TEST_PROGS := $(B)/tests/backend $(B)/tests/ws_echo $(B)/tests/otlp_sink
 
-.PHONY: all check check-valgrind unit demo install clean bench deps soak soak-smoke
+.PHONY: all check check-valgrind unit demo install deb clean bench deps soak soak-smoke
 
 # Plain `make` only compiles: no package queries. The targets that need more
-# than a compiler (check, check-valgrind, demo, bench, fuzz) run scripts/deps.sh
-# first, which installs what is missing (as root) or says how; `make deps`
-# does the same for the build alone.
+# than a compiler (check, check-valgrind, demo, bench, fuzz, deb) run
+# scripts/deps.sh first, which installs what is missing (as root) or says
+# how; `make deps` does the same for the build alone.
 all: $(B)/ctxproxy
 
 deps:
@@ -197,6 +200,25 @@ install: $(B)/ctxproxy
 		systemd/ctxproxy.service > $(DESTDIR)$(UNITDIR)/ctxproxy.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ctxproxy.service
 	install -m 0644 man/ctxproxy.8 $(DESTDIR)$(MANDIR)/man8/ctxproxy.8
+
+# build/ctxproxy_VERSION_ARCH.deb from a staged install (scripts/mkdeb.sh,
+# metadata in conf/deb/). DEB_VERSION: default src/main.c's CTXPROXY_VERSION;
+# DEB_OUT: where the .deb goes; DEB_STAGE: the staging tree, made anew.
+# The program is built with what dpkg-buildflags gives with hardening=+all
+# (gcc makes PIE by default on Debian), so after a plain `make` it is
+# rebuilt; `make -o build/ctxproxy deb` packages the one there is.
+DEB_VERSION ?=
+DEB_OUT ?= $(B)
+DEB_STAGE ?= $(B)/deb-root
+deb: HARDEN_CFLAGS := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -Wformat \
+	-Werror=format-security
+deb: HARDEN_LDFLAGS := -Wl,-z,relro -Wl,-z,now
+deb: $(B)/ctxproxy
+	@scripts/deps.sh deb
+	@rm -rf $(DEB_STAGE)
+	@$(MAKE) -s --no-print-directory -o $(B)/ctxproxy install PREFIX=/usr \
+		SYSCONFDIR=/etc UNITDIR=/lib/systemd/system DESTDIR=$(abspath $(DEB_STAGE))
+	@scripts/mkdeb.sh $(DEB_STAGE) $(DEB_OUT) $(DEB_VERSION)
 
 clean:
 	rm -rf $(B)

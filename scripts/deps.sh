@@ -1,6 +1,6 @@
 #!/bin/sh
 # deps.sh - install the Debian packages a target needs (as root), or say how.
-# usage: scripts/deps.sh build|test|demo|bench|fuzz
+# usage: scripts/deps.sh build|test|demo|bench|fuzz|deb
 set -u
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev libsystemd-dev libgnutls28-dev"
 case "${1:-build}" in
@@ -9,7 +9,8 @@ test) pkgs="$pkgs libcmocka-dev python3 python3-websockets curl openssl valgrind
 demo) pkgs="$pkgs python3" ;;
 bench) pkgs="$pkgs python3 wrk nginx-light haproxy" ;;
 fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
-*) echo "usage: $0 build|test|demo|bench|fuzz" >&2; exit 2 ;;
+deb) pkgs="$pkgs dpkg-dev" ;;
+*) echo "usage: $0 build|test|demo|bench|fuzz|deb" >&2; exit 2 ;;
 esac
 # One dpkg-query for all (~0.1 s; one per package took ~1.5 s): the names
 # of those installed, then whichever of ours is not among them.
