@@ -5,7 +5,7 @@ set -u
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libconfig-dev libsystemd-dev libgnutls28-dev"
 case "${1:-build}" in
 build) ;;
-test) pkgs="$pkgs libcmocka-dev python3 python3-websockets curl openssl valgrind logrotate mandoc wrk nginx-light haproxy chromium" ;;
+test) pkgs="$pkgs libcmocka-dev python3 python3-websockets curl openssl valgrind logrotate mandoc wrk nginx-light haproxy chromium dpkg-dev lintian" ;;
 demo) pkgs="$pkgs python3" ;;
 bench) pkgs="$pkgs python3 wrk nginx-light haproxy" ;;
 fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
