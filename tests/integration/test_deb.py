@@ -157,6 +157,10 @@ def owning_packages(paths):
 
 class DebTest(unittest.TestCase):
     def setUp(self):
+        if harness.VALGRIND:
+            # no daemon runs here: memcheck would check nothing, and the
+            # plain run has already tested the package
+            self.skipTest("packaging runs no daemon: nothing for valgrind (the plain run has it)")
         missing = missing_tools()
         if missing:
             self.skipTest("not installed: %s; scripts/deps.sh test installs them" % missing)
