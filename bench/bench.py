@@ -868,6 +868,13 @@ backend be{pool_lines}
                 p.stop()
         self.trace_report(case, variants, runs, rounds, secs)
 
+    def rows_vs_nginx(self, c, name, vals, ng):
+        """Rows of case c: variant name's median req/s, p99 and CPU per
+        request over its rounds, nginx's medians (ng) beside them."""
+        for metric, key, fmt in (("req/s", "rps", "{:.0f}"), ("p99 ms", "p99_ms", "{:.3f}"),
+                                 ("proxy CPU us/request", "cpu_us_per_req", "{:.1f}")):
+            self.row(c, metric, {"ctxproxy": median(vals(name, key)), "nginx": ng[key]}, fmt)
+
     def trace_run(self, p, variant, sink, secs):
         """One wrk run of a trace-cost variant on its kept proxy p; with
         export, the spans exported and dropped over it (after the exporter
@@ -908,10 +915,7 @@ backend be{pool_lines}
             if kind != "ctxproxy":
                 continue
             c = f"{case}: {name}"
-            for metric, key, fmt in (("req/s", "rps", "{:.0f}"), ("p99 ms", "p99_ms", "{:.3f}"),
-                                     ("proxy CPU us/request", "cpu_us_per_req", "{:.1f}")):
-                self.row(c, metric, {"ctxproxy": median(vals(name, key)), "nginx": ng[key]},
-                         fmt)
+            self.rows_vs_nginx(c, name, vals, ng)
             if name != ref:
                 self.row(c, "req/s / trace off", {"ctxproxy": median(ratios(name, ref, "rps"))},
                          "{:.3f}")
@@ -1103,10 +1107,7 @@ backend be{pool_lines}
             if kind != "ctxproxy":
                 continue
             c = f"{case}: {name}"
-            for metric, key, fmt in (("req/s", "rps", "{:.0f}"), ("p99 ms", "p99_ms", "{:.3f}"),
-                                     ("proxy CPU us/request", "cpu_us_per_req", "{:.1f}")):
-                self.row(c, metric, {"ctxproxy": median(vals(name, key)), "nginx": ng[key]},
-                         fmt)
+            self.rows_vs_nginx(c, name, vals, ng)
             if name != ref:
                 self.row(c, "req/s / page closed", {"ctxproxy": median(ratios(name, ref, "rps"))},
                          "{:.3f}")
